@@ -1,0 +1,5 @@
+import sys
+
+from minicloud.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The embedded MQTT broker: amqtt, in the cloud's own event loop.
+
+It speaks MQTT 3.1.1 only. It binds 127.0.0.1 by default, so nothing off
+this host can reach a cloud that was started without a production broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import warnings
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedBroker:
+    """An amqtt broker listening on one TCP address."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.port = port
+        self._broker = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._broker is not None else "stopped"
+        return f"<EmbeddedBroker {self.host}:{self.port} {state}>"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start listening; raise OSError when the address is taken."""
+        _check_port_free(self.host, self.port)
+
+        # amqtt warns about its own deprecated options on import.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            # Only anonymous access, and no $SYS publisher: it would wake an
+            # idle cloud every few seconds for statistics nobody reads.
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        broker = Broker(config)
+        await broker.start()
+        self._broker = broker
+        log.info("embedded broker listening on %s", self.url)
+
+    async def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is None:
+            return
+        try:
+            await broker.shutdown()
+        except Exception:
+            log.exception("stopping the embedded broker on %s failed", self.url)
+        log.info("embedded broker on %s stopped", self.url)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise OSError with a clear message when host:port is already in use."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host, port))
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot listen on {host}:{port}: {exc.strerror}; "
+            "another broker or cloud may be running there: attach to it with --broker, "
+            "or choose another address with --port",
+        ) from exc
+    finally:
+        probe.close()

@@ -1,0 +1,226 @@
+"""The gateway: turns invoke messages into invocations and their outcomes into replies.
+
+    {ns}/invoke/{function} -> parse + validate -> de-duplicate -> Controller.submit()
+    Controller on_complete -> {reply_to} (one reply) + {ns}/events/invocations
+
+The gateway owns the table of request ids seen in the last ten minutes, so
+a request that arrives twice (a QoS 1 redelivery) runs once, and the copy
+gets the first one's reply. It never raises into the bus: every bad
+request is answered with an error or, when it names no reply topic,
+logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from minicloud import errors, protocol
+from minicloud.bus import Message
+from minicloud.controller import INIT_TIMEOUT_S, Controller, Outcome
+from minicloud.errors import BusError, PlatformError
+from minicloud.pool import Invocation
+
+log = logging.getLogger(__name__)
+
+DEDUPLICATION_WINDOW_S = 600.0
+MAX_REMEMBERED_REQUESTS = 100_000
+
+Publish = Callable[..., Awaitable[None]]
+
+
+class _ReplyTarget:
+    """Where the one reply of a request goes."""
+
+    __slots__ = ("reply_to", "correlation_data")
+
+    def __init__(self, reply_to: str | None, correlation_data: bytes | None) -> None:
+        self.reply_to = reply_to
+        self.correlation_data = correlation_data
+
+
+class Gateway:
+    """Receives invoke requests from the bus and publishes their replies and events."""
+
+    def __init__(self, controller: Controller, topics: protocol.Topics, publish: Publish) -> None:
+        self._controller = controller
+        self._topics = topics
+        self._publish = publish
+        # request id -> (monotonic expiry, reply payload or None while running)
+        self._seen: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
+        self._accepting = True
+        self.unparseable_count = 0
+        self.retained_count = 0
+
+    def __repr__(self) -> str:
+        return f"<Gateway remembered={len(self._seen)} unparseable={self.unparseable_count}>"
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def handle(self, message: Message) -> None:
+        """Handle one message on {ns}/invoke/{function}."""
+        function = self._topics.function_of_invoke(message.topic)
+        if function is None:
+            return
+        if message.retain:
+            self._drop_retained(message)
+            return
+
+        target = _ReplyTarget(message.response_topic, message.correlation_data)
+        try:
+            request = protocol.parse_request(
+                message.payload, response_topic=message.response_topic, correlation_data=message.correlation_data
+            )
+        except PlatformError as exc:
+            self._reject_unparsed(function, message, target, exc)
+            return
+        target.reply_to = request.reply_to
+
+        if self._is_duplicate(request, target):
+            return
+        if not self._accepting:
+            self._answer_now(request.id, function, target, errors.UNAVAILABLE, "the cloud is shutting down; retry later")
+            return
+        if not self._controller.has_function(function):
+            known = ", ".join(sorted(self._controller.pools)) or "none"
+            self._answer_now(
+                request.id, function, target, errors.FUNCTION_NOT_FOUND,
+                f"function {function!r} not found; deployed functions: {known}",
+            )
+            return
+
+        try:
+            event_json = protocol.dumps(request.event)
+        except (TypeError, ValueError) as exc:
+            self._answer_now(request.id, function, target, errors.INVALID_REQUEST, f'"event" cannot be encoded: {exc}')
+            return
+        config = self._controller.pools[function].config
+        now = time.monotonic()
+        wait_s = request.timeout_ms / 1000 if request.timeout_ms else config.timeout_s + INIT_TIMEOUT_S
+        invocation = Invocation(
+            request_id=request.id,
+            function=function,
+            event_json=event_json,
+            timeout_ms=request.timeout_ms,
+            received=now,
+            queue_deadline=now + wait_s,
+            context=target,
+        )
+        self._controller.submit(invocation)
+
+    def complete(self, invocation: Invocation, outcome: Outcome) -> None:
+        """Publish the reply and the event of a finished invocation (the controller's on_complete)."""
+        if outcome.ok:
+            reply = protocol.success_reply(invocation.request_id, outcome.result_json, outcome.report)
+            error_type = None
+        else:
+            reply = protocol.error_reply(invocation.request_id, outcome.error, outcome.report)
+            error_type = outcome.error["type"] if outcome.error else None
+        self._remember(invocation.request_id, reply)
+        target: _ReplyTarget = invocation.context
+        if target is not None and target.reply_to:
+            self._send(target.reply_to, reply, target.correlation_data)
+        event = protocol.invocation_event(invocation.request_id, invocation.function, outcome.ok, error_type, outcome.report)
+        self._send(self._topics.invocation_events, event, None, qos=0)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _drop_retained(self, message: Message) -> None:
+        # A retained request would run again at every restart of the cloud, so
+        # it never runs, and it is cleared from the broker.
+        self.retained_count += 1
+        log.warning("ignored a retained invoke request on %s; retained requests never run", message.topic)
+        if message.payload:
+            self._spawn(self._publish(message.topic, b"", qos=1, retain=True))
+
+    def _reject_unparsed(self, function: str, message: Message, target: _ReplyTarget, exc: PlatformError) -> None:
+        reply_to = _reply_to_of(message.payload) or target.reply_to
+        request_id = _id_of(message.payload) or protocol.new_request_id()
+        if reply_to is None:
+            self.unparseable_count += 1
+            log.warning(
+                "rejected a request on %s with no reply topic (%d so far): %s: %s",
+                message.topic, self.unparseable_count, exc.error_type, exc.message,
+            )
+            return
+        log.info("rejected request %s for %s: %s: %s", request_id, function, exc.error_type, exc.message)
+        target.reply_to = reply_to
+        self._answer_now(request_id, function, target, exc.error_type, exc.message)
+
+    def _answer_now(self, request_id: str, function: str, target: _ReplyTarget, error_type: str, message: str) -> None:
+        reply = protocol.error_reply(request_id, errors.platform_error(error_type, message), None)
+        if target.reply_to:
+            self._send(target.reply_to, reply, target.correlation_data)
+        event = protocol.invocation_event(request_id, function, False, error_type, None)
+        self._send(self._topics.invocation_events, event, None, qos=0)
+
+    def _is_duplicate(self, request: protocol.InvokeRequest, target: _ReplyTarget) -> bool:
+        now = time.monotonic()
+        self._forget_expired(now)
+        entry = self._seen.get(request.id)
+        if entry is None:
+            self._seen[request.id] = (now + DEDUPLICATION_WINDOW_S, None)
+            return False
+        _, reply = entry
+        log.info("request %s arrived again; %s", request.id, "sending its reply again" if reply else "it is still running")
+        if reply is not None and target.reply_to:
+            self._send(target.reply_to, reply, target.correlation_data)
+        return True
+
+    def _remember(self, request_id: str, reply: bytes) -> None:
+        entry = self._seen.get(request_id)
+        if entry is not None:
+            self._seen[request_id] = (entry[0], reply)
+
+    def _forget_expired(self, now: float) -> None:
+        seen = self._seen
+        while seen:
+            request_id, (expires, _) = next(iter(seen.items()))
+            if expires > now and len(seen) <= MAX_REMEMBERED_REQUESTS:
+                break
+            seen.popitem(last=False)
+
+    def _send(self, topic: str, payload: bytes, correlation_data: bytes | None, *, qos: int = 1) -> None:
+        self._spawn(self._publish(topic, payload, qos=qos, correlation_data=correlation_data))
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        task.add_done_callback(_log_publish_failure)
+
+
+def _log_publish_failure(task: asyncio.Future[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, BusError):
+        log.error("a reply or event was lost: %s", exc)
+    elif exc is not None:
+        log.error("publishing failed", exc_info=exc)
+
+
+def _reply_to_of(payload: bytes) -> str | None:
+    """Find the reply topic of a request that failed validation, if it names a usable one."""
+    try:
+        body = protocol.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(body, dict):
+        reply_to = body.get("reply_to")
+        if isinstance(reply_to, str) and reply_to and "+" not in reply_to and "#" not in reply_to:
+            return reply_to
+    return None
+
+
+def _id_of(payload: bytes) -> str | None:
+    try:
+        body = protocol.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"]:
+        return body["id"]
+    return None

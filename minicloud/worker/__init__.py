@@ -1,0 +1,1 @@
+"""The worker side of minicloud: the code that runs inside each worker process."""
