@@ -387,8 +387,11 @@ class Controller:
 
     def _report(self, pool: Pool, worker: WorkerRecord, invocation: Invocation, *, duration_ms: float, cpu_ms: float) -> dict[str, Any]:
         dispatched = invocation.dispatched or invocation.received
-        # The report is made before the worker's count goes up, so 0 means its first request.
-        cold = worker.invocations == 0
+        # Cold means the request waited for an init phase, as in AWS Lambda: a
+        # worker kept warm by min_warm serves its first request warm. The report
+        # is made before the worker's count goes up, so 0 means its first request.
+        ready_at = worker.ready_at if worker.ready_at is not None else float("inf")
+        cold = worker.invocations == 0 and ready_at >= invocation.received
         memory_mb = pool.config.memory_mb
         energy_j = self.energy_model.invocation_joules(cpu_s=cpu_ms / 1000, wall_s=duration_ms / 1000, memory_mb=memory_mb)
         report = Report(

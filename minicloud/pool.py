@@ -54,6 +54,7 @@ class WorkerRecord:
     cpu_ms: float = 0.0
     rss_mb: float = 0.0
     init_ms: float | None = None
+    ready_at: float | None = None  # monotonic time the init phase ended
     current: Invocation | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     timed_out: bool = False
@@ -177,6 +178,7 @@ class Pool:
 
     def worker_ready(self, worker: WorkerRecord, init_ms: float, now: float) -> Plan:
         worker.init_ms = init_ms
+        worker.ready_at = now
         worker.idle_since = now
         worker.set_state("idle")
         self._init_failures = 0

@@ -1,0 +1,165 @@
+"""Cold starts, warm reuse, scale to zero and drain, with real workers and a real broker."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import psutil
+import pytest
+
+from conftest import wait_until, write_function
+
+COUNTER = """
+import os
+count = 0
+
+def handler(event, context):
+    global count
+    count += 1
+    return {"count": count, "pid": os.getpid()}
+"""
+
+SLOW = """
+import os, time
+
+def handler(event, context):
+    time.sleep(event.get("seconds", 0.3))
+    return {"pid": os.getpid()}
+"""
+
+# A worker that takes a second to exit after SIGTERM, so the test can see it draining.
+SLOW_TO_DRAIN = """
+import os, signal, sys, time
+
+def _on_term(signum, frame):
+    time.sleep(1.0)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, _on_term)
+
+def handler(event, context):
+    return {"pid": os.getpid()}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_cold_then_warm_reuses_worker(start_cloud, tmp_path):
+    write_function(tmp_path, "counter", COUNTER)
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        first = client.invoke("counter", {})
+        second = client.invoke("counter", {})
+
+    assert first.report["start"] == "cold"
+    assert "init_ms" in first.report
+    assert second.report["start"] == "warm"
+    assert "init_ms" not in second.report
+    assert first.result["pid"] == second.result["pid"]
+    assert second.result["count"] == 2  # module globals survive between warm invocations
+    assert first.report["worker_id"] == second.report["worker_id"]
+
+
+@pytest.mark.timeout(60)
+def test_idle_worker_scales_to_zero(start_cloud, tmp_path):
+    write_function(tmp_path, "counter", COUNTER, "keep_warm_s = 1\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        first = client.invoke("counter", {})
+        pid = first.result["pid"]
+        assert psutil.pid_exists(pid)
+
+        wait_until(lambda: not _pid_alive(pid), timeout=10, message=f"worker {pid} to exit after keep_warm_s")
+        state = client.ls()["functions"]["counter"]
+        assert state["workers"] == []
+
+        again = client.invoke("counter", {})
+    assert again.report["start"] == "cold"
+    assert again.result["pid"] != pid
+    assert again.result["count"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_burst_starts_at_most_max_concurrency(start_cloud, tmp_path):
+    write_function(tmp_path, "slow", SLOW, "max_concurrency = 3\ntimeout_s = 10\n")
+    cloud = start_cloud(tmp_path)
+    most_workers_seen = 0
+    with cloud.client() as client, concurrent.futures.ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(client.invoke, "slow", {"seconds": 0.4}) for _ in range(10)]
+        while not all(future.done() for future in futures):
+            most_workers_seen = max(most_workers_seen, len(cloud.worker_pids()))
+            time.sleep(0.02)
+        results = [future.result() for future in futures]
+
+    workers = {result.report["worker_id"] for result in results}
+    assert len(results) == 10
+    assert len(workers) <= 3
+    assert most_workers_seen <= 3
+    assert sum(result.report["start"] == "cold" for result in results) == len(workers)
+
+
+@pytest.mark.timeout(60)
+def test_min_warm_starts_workers_at_deploy(start_cloud, tmp_path):
+    write_function(tmp_path, "counter", COUNTER, "min_warm = 2\nkeep_warm_s = 0.5\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        wait_until(lambda: _count_state(client, "counter", "idle") == 2, timeout=15, message="two warm workers")
+        time.sleep(1.5)  # past keep_warm_s: min_warm keeps them anyway
+        assert _count_state(client, "counter", "idle") == 2
+        result = client.invoke("counter", {})
+    assert result.report["start"] == "warm"
+
+
+@pytest.mark.timeout(60)
+def test_request_during_drain_is_served(start_cloud, tmp_path):
+    write_function(tmp_path, "drainer", SLOW_TO_DRAIN, "keep_warm_s = 0.5\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        old_pid = client.invoke("drainer", {}).result["pid"]
+        wait_until(lambda: _count_state(client, "drainer", "draining") == 1, timeout=10, message="the worker to drain")
+
+        result = client.invoke("drainer", {})
+        assert result.result["pid"] != old_pid
+        assert result.report["start"] == "cold"
+    wait_until(lambda: not _pid_alive(old_pid), timeout=10, message="the draining worker to exit")
+
+
+@pytest.mark.timeout(60)
+def test_deploy_update_gives_new_code(start_cloud, tmp_path):
+    folder = write_function(tmp_path, "versioned", "def handler(event, context):\n    return 1\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        assert client.invoke("versioned").result == 1
+        (folder / "main.py").write_text("def handler(event, context):\n    return 2\n")
+        assert client.deploy(str(folder))["status"] == "updated"
+        assert client.invoke("versioned").result == 2
+
+
+@pytest.mark.timeout(60)
+def test_scale_max_zero_throttles(start_cloud, tmp_path):
+    write_function(tmp_path, "counter", COUNTER)
+    cloud = start_cloud(tmp_path)
+    from minicloud.client import InvocationError
+
+    with cloud.client() as client:
+        client.invoke("counter")
+        client.scale("counter", max_concurrency=0)
+        with pytest.raises(InvocationError) as raised:
+            client.invoke("counter")
+        assert raised.value.error_type == "Throttled"
+        assert "minicloud scale counter --max" in raised.value.error["message"]
+
+        client.scale("counter", max_concurrency=2)
+        assert client.invoke("counter").result["count"] == 1
+
+
+def _count_state(client, function: str, state: str) -> int:
+    workers = client.ls()["functions"][function]["workers"]
+    return sum(1 for worker in workers if worker["state"] == state)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
