@@ -1,16 +1,14 @@
 """Capture of a worker's output, line by line, per invocation.
 
-Two paths feed one buffer. `sys.stdout` and `sys.stderr` are replaced by
-writers that append lines directly, which is exact and fast for print().
 File descriptors 1 and 2 are redirected to pipes that a thread drains, so
-output from C code and from child processes is captured too. The buffer is
-capped: past the cap, lines are counted and dropped, and the batch is
-marked truncated, so a handler that prints without end costs bounded memory.
+print(), C extensions and child processes are all captured the same way.
+The buffer is capped: past the cap, lines are counted and dropped, and the
+batch is marked truncated, so a handler that prints without end costs
+bounded memory, and the pipe keeps flowing at the speed of a read.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import select
 import threading
@@ -18,6 +16,8 @@ import time
 
 MAX_LINE_CHARS = 16 * 1024
 MAX_BATCH_BYTES = 256 * 1024
+PIPE_SIZE_BYTES = 1024 * 1024
+PUMP_PAUSE_S = 0.02
 
 
 class OutputBuffer:
@@ -29,12 +29,21 @@ class OutputBuffer:
         self._bytes = 0
         self._dropped = 0
 
+    @property
+    def is_full(self) -> bool:
+        return self._bytes >= MAX_BATCH_BYTES
+
+    def count_dropped(self, lines: int) -> None:
+        with self._lock:
+            self._dropped += lines
+
     def add(self, stream: str, text: str) -> None:
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " [line truncated]"
         with self._lock:
             if self._bytes + len(text) > MAX_BATCH_BYTES:
                 self._dropped += 1
+                self._bytes = MAX_BATCH_BYTES
                 return
             self._bytes += len(text)
             self._lines.append([round(time.time(), 3), stream, text])
@@ -45,43 +54,6 @@ class OutputBuffer:
             lines, dropped = self._lines, self._dropped
             self._lines, self._bytes, self._dropped = [], 0, 0
         return lines, dropped
-
-
-class LineWriter(io.TextIOBase):
-    """A text stream that sends each complete line to an OutputBuffer."""
-
-    def __init__(self, buffer: OutputBuffer, stream: str) -> None:
-        self._buffer = buffer
-        self._stream = stream
-        self._partial = ""
-
-    @property
-    def name(self) -> str:
-        return f"<{self._stream}>"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        pending = self._partial + text
-        *lines, self._partial = pending.split("\n")
-        for line in lines:
-            self._buffer.add(self._stream, line)
-        # An endless line without a newline must not grow without bound either.
-        if len(self._partial) > MAX_LINE_CHARS:
-            self._buffer.add(self._stream, self._partial)
-            self._partial = ""
-        return len(text)
-
-    def flush(self) -> None:
-        if self._partial:
-            self._buffer.add(self._stream, self._partial)
-            self._partial = ""
 
 
 class DescriptorPump:
@@ -95,6 +67,7 @@ class DescriptorPump:
     def start(self) -> None:
         for target_fd, stream in ((1, "stdout"), (2, "stderr")):
             read_fd, write_fd = os.pipe()
+            _enlarge_pipe(write_fd)
             os.set_blocking(read_fd, False)
             os.dup2(write_fd, target_fd)
             os.close(write_fd)
@@ -113,6 +86,9 @@ class DescriptorPump:
             readable, _, _ = select.select(fds, [], [])
             for read_fd in readable:
                 self._read_available(read_fd)
+            # Waking up for every write would fight the handler for the GIL
+            # and slow a busy printer tenfold; the large pipe absorbs the pause.
+            time.sleep(PUMP_PAUSE_S)
 
     def _read_available(self, read_fd: int) -> None:
         stream, partial = self._pipes[read_fd]
@@ -124,6 +100,10 @@ class DescriptorPump:
                     return
                 if not chunk:
                     return
+                if self._buffer.is_full:
+                    partial.clear()
+                    self._buffer.count_dropped(chunk.count(b"\n"))
+                    continue
                 partial.append(chunk)
                 data = b"".join(partial)
                 *lines, rest = data.split(b"\n")
@@ -132,3 +112,13 @@ class DescriptorPump:
                     lines.append(rest)
                 for line in lines:
                     self._buffer.add(stream, line.decode("utf-8", "replace"))
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Grow a pipe to 1 MiB where Linux allows it (the default is 64 KiB)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE_BYTES)
+    except OSError:
+        pass  # Over /proc/sys/fs/pipe-max-size, or not Linux: keep the default.

@@ -28,7 +28,7 @@ import traceback
 from typing import Any
 
 from minicloud.worker import wire
-from minicloud.worker.capture import DescriptorPump, LineWriter, OutputBuffer
+from minicloud.worker.capture import DescriptorPump, OutputBuffer
 from minicloud.worker.context import LambdaContext
 
 # AWS Lambda's limit for a synchronous response: 6 MB.
@@ -49,8 +49,6 @@ def main(connection: Any, spec: dict[str, Any]) -> None:
     output = OutputBuffer()
     pump = DescriptorPump(output)
     pump.start()
-    sys.stdout = LineWriter(output, "stdout")
-    sys.stderr = LineWriter(output, "stderr")
 
     requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     reader = threading.Thread(target=_read_requests, args=(connection, requests), name="pipe-reader", daemon=True)
