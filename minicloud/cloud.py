@@ -95,7 +95,12 @@ class Cloud:
             energy_model=options.energy_model,
         )
         self.meter = EnergyMeter(options.energy_model, worker_memory=self.controller.live_worker_memory)
-        self.gateway = Gateway(self.controller, self.topics, self._publish)
+        gateway_options: dict[str, Any] = {}
+        if self.broker is not None:
+            from minicloud.broker_plugins import RETAINED_PUBLISHES
+
+            gateway_options["was_retained"] = RETAINED_PUBLISHES.was_retained
+        self.gateway = Gateway(self.controller, self.topics, self._publish, **gateway_options)
         self.control = ControlHandler(self.controller, self.topics, self._send, self._energy_state)
 
         self.bus = Bus(

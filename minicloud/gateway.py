@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -46,8 +47,16 @@ class _ReplyTarget:
 class Gateway:
     """Receives invoke requests from the bus and publishes their replies and events."""
 
-    def __init__(self, controller: Controller, topics: protocol.Topics, publish: Publish) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        topics: protocol.Topics,
+        publish: Publish,
+        *,
+        was_retained: Callable[[str, bytes], bool] = lambda topic, payload: False,
+    ) -> None:
         self._controller = controller
+        self._was_retained = was_retained
         self._topics = topics
         self._publish = publish
         # request id -> (monotonic expiry, reply payload or None while running)
@@ -65,9 +74,9 @@ class Gateway:
     def handle(self, message: Message) -> None:
         """Handle one message on {ns}/invoke/{function}."""
         function = self._topics.function_of_invoke(message.topic)
-        if function is None:
-            return
-        if message.retain:
+        if function is None or not message.payload:
+            return  # An empty payload is how a retained request is cleared.
+        if message.retain or self._was_retained(message.topic, message.payload):
             self._drop_retained(message)
             return
 
@@ -203,12 +212,23 @@ def _log_publish_failure(task: asyncio.Future[Any]) -> None:
         log.error("publishing failed", exc_info=exc)
 
 
+# Finds "reply_to" in text that is not valid JSON, so that a client whose
+# JSON is broken still learns why, instead of waiting for a reply.
+_REPLY_TO_PATTERN = re.compile(rb'"reply_to"\s*:\s*"([^"\\+#]{1,1024})"')
+
+
 def _reply_to_of(payload: bytes) -> str | None:
     """Find the reply topic of a request that failed validation, if it names a usable one."""
     try:
         body = protocol.loads(payload)
     except (ValueError, UnicodeDecodeError):
-        return None
+        match = _REPLY_TO_PATTERN.search(payload[:65536])
+        if match is None:
+            return None
+        try:
+            return match.group(1).decode()
+        except UnicodeDecodeError:
+            return None
     if isinstance(body, dict):
         reply_to = body.get("reply_to")
         if isinstance(reply_to, str) and reply_to and "+" not in reply_to and "#" not in reply_to:
