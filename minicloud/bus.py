@@ -82,6 +82,8 @@ def parse_broker_url(text: str) -> BrokerUrl:
         raise ValueError(f"missing host in broker URL {text!r}: expected mqtt://host:port")
     if port is None:
         port = 8883 if parts.scheme == "mqtts" else 1883
+    if port == 0:
+        raise ValueError(f"invalid port 0 in broker URL {text!r}: use 1 to 65535")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     return BrokerUrl(parts.hostname, port, parts.scheme == "mqtts", username, password)

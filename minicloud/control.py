@@ -52,6 +52,10 @@ class ControlHandler:
             )
         except PlatformError as exc:
             log.warning("rejected a control request on %s: %s", message.topic, exc.message)
+            reply_to = protocol.salvage_reply_to(message.payload) or message.response_topic
+            if reply_to:
+                request_id = protocol.salvage_id(message.payload) or protocol.new_request_id()
+                self._send(reply_to, protocol.error_reply(request_id, exc.to_dict(), None), message.correlation_data)
             return
         try:
             result = self._run(action, request.event)

@@ -26,7 +26,7 @@ import psutil
 
 from minicloud import errors
 from minicloud.energy import EnergyModel
-from minicloud.manifest import FunctionConfig
+from minicloud.manifest import MAX_CONCURRENCY, FunctionConfig
 from minicloud.pool import Invocation, Plan, Pool, Rejection, WorkerRecord
 from minicloud.protocol import Report, billed_ms
 from minicloud.workers import WorkerProcess, describe_exit
@@ -74,6 +74,7 @@ class Controller:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._retire_timers: dict[str, asyncio.TimerHandle] = {}
         self._logs: dict[str, deque[dict[str, Any]]] = {}
+        self._scaled: dict[str, dict[str, int]] = {}
         self._stopping = False
         self._loop = asyncio.get_running_loop()
         self.totals: dict[str, dict[str, float]] = {}
@@ -95,6 +96,9 @@ class Controller:
             self._carry_out(pool, pool.schedule(time.monotonic()))
             self._changed()
             return "created"
+        scaled = self._scaled.get(config.name)
+        if scaled:
+            config = dataclasses.replace(config, **scaled)
         log.info("function %s updated from %s; warm workers drain", config.name, config.directory)
         self._carry_out(pool, pool.update(config, new_code=True))
         self._changed()
@@ -107,11 +111,18 @@ class Controller:
         new_max = pool.config.max_concurrency if max_concurrency is None else max_concurrency
         if new_min < 0 or new_max < 0:
             raise errors.PlatformError(errors.INVALID_REQUEST, f"--min and --max must be 0 or more, got {new_min} and {new_max}")
+        if new_max > MAX_CONCURRENCY:
+            raise errors.PlatformError(
+                errors.INVALID_REQUEST, f"--max {new_max} is over the limit of {MAX_CONCURRENCY} workers a function"
+            )
         if new_min > new_max:
             raise errors.PlatformError(
                 errors.INVALID_REQUEST, f"--min {new_min} is more than --max {new_max}; lower --min or raise --max"
             )
         config = dataclasses.replace(pool.config, min_warm=new_min, max_concurrency=new_max)
+        # A later deploy of new code keeps these, as a code update in AWS Lambda
+        # keeps the function's concurrency settings.
+        self._scaled[name] = {"min_warm": new_min, "max_concurrency": new_max}
         plan = pool.update(config, new_code=False)
         # Lowering max_concurrency drains idle workers above the new ceiling.
         extra = pool.active_count - new_max
@@ -123,7 +134,9 @@ class Controller:
                 plan.retirements.append(worker)
                 extra -= 1
         if new_max == 0:
-            plan.extend(pool.retire_all())
+            plan.extend(pool.reject_queue(
+                errors.THROTTLED, f"function {name!r} was disabled (max_concurrency set to 0) while this request waited",
+            ))
         log.info("function %s scaled: min_warm=%d max_concurrency=%d", name, new_min, new_max)
         self._carry_out(pool, plan)
         self._changed()
@@ -134,6 +147,7 @@ class Controller:
         plan = pool.retire_all()
         self._carry_out(pool, plan)
         del self.pools[name]
+        self._scaled.pop(name, None)
         log.info("function %s removed", name)
         self._changed()
 
@@ -305,6 +319,7 @@ class Controller:
         plan = pool.worker_done(worker, now, exiting=bool(header.get("exiting")))
         self._complete(invocation, outcome)
         self._carry_out(pool, plan)
+        self._changed()
 
     def _on_worker_exit(self, process: WorkerProcess, exit_code: int) -> None:
         self._processes.pop(process.id, None)
@@ -323,12 +338,17 @@ class Controller:
         else:
             log.error("worker %s pid %s of %s %s while %s", worker.id, process.pid, pool.config.name, how, state)
 
-        in_flight, plan = pool.worker_exited(worker, time.monotonic())
         if state == "starting":
+            # Fail the held requests before anything else: a replacement
+            # started first would fail the same way, in a loop of forks.
             error = errors.platform_error(
                 errors.WORKER_CRASHED, f"a worker of {pool.config.name!r} {how} during its init phase"
             )
-            plan.extend(pool.worker_failed_init(worker, error, time.monotonic()))
+            plan = pool.worker_failed_init(worker, error, time.monotonic())
+            self._carry_out(pool, plan)
+            self._changed()
+            return
+        in_flight, plan = pool.worker_exited(worker, time.monotonic())
         if in_flight is not None and not in_flight.answered:
             duration_ms = (time.monotonic() - (in_flight.dispatched or in_flight.received)) * 1000
             report = self._report(pool, worker, in_flight, duration_ms=duration_ms, cpu_ms=0.0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -130,7 +129,11 @@ class Gateway:
         else:
             reply = protocol.error_reply(invocation.request_id, outcome.error, outcome.report)
             error_type = outcome.error["type"] if outcome.error else None
-        self._remember(invocation.request_id, reply)
+        if outcome.report is None:
+            # Rejected before it ran (throttled, timed out in the queue): a retry may run.
+            self._seen.pop(invocation.request_id, None)
+        else:
+            self._remember(invocation.request_id, reply)
         target: _ReplyTarget = invocation.context
         if target is not None and target.reply_to:
             self._send(target.reply_to, reply, target.correlation_data)
@@ -148,8 +151,8 @@ class Gateway:
             self._spawn(self._publish(message.topic, b"", qos=1, retain=True))
 
     def _reject_unparsed(self, function: str, message: Message, target: _ReplyTarget, exc: PlatformError) -> None:
-        reply_to = _reply_to_of(message.payload) or target.reply_to
-        request_id = _id_of(message.payload) or protocol.new_request_id()
+        reply_to = protocol.salvage_reply_to(message.payload) or target.reply_to
+        request_id = protocol.salvage_id(message.payload) or protocol.new_request_id()
         if reply_to is None:
             self.unparseable_count += 1
             log.warning(
@@ -162,6 +165,8 @@ class Gateway:
         self._answer_now(request_id, function, target, exc.error_type, exc.message)
 
     def _answer_now(self, request_id: str, function: str, target: _ReplyTarget, error_type: str, message: str) -> None:
+        # The request never ran, so a retry with the same id must be able to.
+        self._seen.pop(request_id, None)
         reply = protocol.error_reply(request_id, errors.platform_error(error_type, message), None)
         if target.reply_to:
             self._send(target.reply_to, reply, target.correlation_data)
@@ -210,37 +215,3 @@ def _log_publish_failure(task: asyncio.Future[Any]) -> None:
         log.error("a reply or event was lost: %s", exc)
     elif exc is not None:
         log.error("publishing failed", exc_info=exc)
-
-
-# Finds "reply_to" in text that is not valid JSON, so that a client whose
-# JSON is broken still learns why, instead of waiting for a reply.
-_REPLY_TO_PATTERN = re.compile(rb'"reply_to"\s*:\s*"([^"\\+#]{1,1024})"')
-
-
-def _reply_to_of(payload: bytes) -> str | None:
-    """Find the reply topic of a request that failed validation, if it names a usable one."""
-    try:
-        body = protocol.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        match = _REPLY_TO_PATTERN.search(payload[:65536])
-        if match is None:
-            return None
-        try:
-            return match.group(1).decode()
-        except UnicodeDecodeError:
-            return None
-    if isinstance(body, dict):
-        reply_to = body.get("reply_to")
-        if isinstance(reply_to, str) and reply_to and "+" not in reply_to and "#" not in reply_to:
-            return reply_to
-    return None
-
-
-def _id_of(payload: bytes) -> str | None:
-    try:
-        body = protocol.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"]:
-        return body["id"]
-    return None

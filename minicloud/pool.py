@@ -113,6 +113,9 @@ class Pool:
         self._init_failures = 0
         self._backoff_until = 0.0
         self.last_init_error: dict[str, Any] | None = None
+        # Set when the function is removed or the cloud stops: no new workers,
+        # and busy ones drain as soon as they finish.
+        self.retired = False
 
     def __repr__(self) -> str:
         counts = self.counts()
@@ -208,7 +211,7 @@ class Pool:
             return self.schedule(now)
         worker.set_state("idle")
         plan = Plan()
-        if worker.version != self.version:
+        if worker.version != self.version or self.retired:
             worker.set_state("draining")
             plan.retirements.append(worker)
         plan.extend(self.schedule(now))
@@ -254,7 +257,15 @@ class Pool:
         plan.extend(self.schedule(time.monotonic()))
         return plan
 
+    def reject_queue(self, error_type: str, message: str) -> Plan:
+        plan = Plan()
+        while self.queue:
+            plan.rejections.append(Rejection(self.queue.popleft(), error_type, message))
+        return plan
+
     def retire_all(self) -> Plan:
+        """Drain every worker that is not busy and reject the queue; busy workers drain when done."""
+        self.retired = True
         plan = Plan()
         for worker in self.workers.values():
             if worker.state in ("idle", "starting"):
@@ -271,6 +282,8 @@ class Pool:
     def schedule(self, now: float) -> Plan:
         """Match queued requests with idle workers, then start the workers still needed."""
         plan = Plan()
+        if self.retired:
+            return plan
         idle = [worker for worker in self.workers.values() if self._is_assignable(worker)]
         # The most recently used worker first, so the others can reach keep_warm_s and retire.
         idle.sort(key=lambda worker: worker.idle_since)

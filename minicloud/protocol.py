@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -263,3 +264,36 @@ def invocation_event(
     if error_type is not None:
         body["error_type"] = error_type
     return dumps(body)
+
+
+# Finds "reply_to" in text that is not valid JSON, so that a client whose
+# JSON is broken still learns why, instead of waiting for a reply.
+_REPLY_TO_PATTERN = re.compile(rb'"reply_to"\s*:\s*"([^"\\+#]{1,1024})"')
+
+
+def salvage_reply_to(payload: bytes) -> str | None:
+    """Find a usable reply topic in a request that failed validation, or return None."""
+    try:
+        body = loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        match = _REPLY_TO_PATTERN.search(payload[:65536])
+        if match is None:
+            return None
+        try:
+            return match.group(1).decode()
+        except UnicodeDecodeError:
+            return None
+    if isinstance(body, dict) and _is_valid_publish_topic(body.get("reply_to")):
+        return body["reply_to"]
+    return None
+
+
+def salvage_id(payload: bytes) -> str | None:
+    """Find the id of a request that failed validation, or return None."""
+    try:
+        body = loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"]:
+        return body["id"]
+    return None

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,12 +75,17 @@ def worker_environment(config: FunctionConfig, worker_id: str) -> dict[str, str]
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
         "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{config.timeout_s:g}",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": worker_id,
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream_name(worker_id),
         "AWS_EXECUTION_ENV": "minicloud_python",
         "LAMBDA_TASK_ROOT": str(config.directory),
         "_HANDLER": config.handler,
     }
     return base | config.env
+
+
+def log_stream_name(worker_id: str) -> str:
+    """Name a worker's log stream as AWS Lambda does: date, version, instance."""
+    return f"{time.strftime('%Y/%m/%d')}/[$LATEST]{worker_id}"
 
 
 class WorkerProcess:

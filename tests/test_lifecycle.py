@@ -163,3 +163,72 @@ def _pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.timeout(60)
+def test_exit_during_init_fails_fast_without_fork_loop(start_cloud, tmp_path):
+    write_function(tmp_path, "dies", "import os\nos._exit(1)\n\ndef handler(event, context):\n    return 1\n")
+    cloud = start_cloud(tmp_path)
+    from minicloud.client import InvocationError
+
+    with cloud.client() as client:
+        with pytest.raises(InvocationError) as raised:
+            client.invoke("dies", timeout=5)
+        assert raised.value.error_type == "WorkerCrashed"
+        assert "init phase" in raised.value.error["message"]
+        time.sleep(1.0)
+        assert client.ls()["functions"]["dies"]["workers"] == []
+    starts = [line for line in cloud.log_lines if "of dies starting" in line]
+    assert len(starts) == 1
+
+
+@pytest.mark.timeout(60)
+def test_removed_function_busy_worker_exits(start_cloud, tmp_path):
+    write_function(tmp_path, "slow", SLOW, "timeout_s = 10\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(client.invoke, "slow", {"seconds": 1.0})
+        wait_until(lambda: _count_state(client, "slow", "busy") == 1, timeout=10, message="a busy worker")
+        client.control("remove", {"function": "slow"})
+        outcome = running.result(timeout=10)
+        assert "slow" not in client.ls()["functions"]
+    wait_until(lambda: not _pid_alive(outcome.result["pid"]), timeout=5, message="the removed function's worker to exit")
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_starts_no_min_warm_workers(start_cloud, tmp_path):
+    write_function(tmp_path, "counter", COUNTER, "min_warm = 1\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        wait_until(lambda: _count_state(client, "counter", "idle") == 1, timeout=10, message="a warm worker")
+    assert cloud.stop() == 0
+    starts = [line for line in cloud.log_lines if "of counter starting" in line]
+    assert len(starts) == 1
+    assert "no workers left" in cloud.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_pools_state_is_current_after_warm_invocation(start_cloud, tmp_path):
+    import asyncio
+    import json
+
+    from minicloud import protocol
+    from minicloud.bus import connect
+
+    write_function(tmp_path, "counter", COUNTER)
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        for _ in range(3):
+            client.invoke("counter")
+            time.sleep(0.3)
+
+    async def read_state() -> dict:
+        async with connect(cloud.url) as connection:
+            await connection.subscribe(protocol.Topics().pools_state)
+            async for message in connection.messages():
+                return json.loads(message.payload)
+
+    state = asyncio.run(asyncio.wait_for(read_state(), 10))
+    (worker,) = state["functions"]["counter"]["workers"]
+    assert worker["state"] == "idle"
+    assert worker["invocations"] == 3

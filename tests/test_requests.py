@@ -160,3 +160,27 @@ async def test_no_reply_to_runs_and_publishes_event(cloud):
     assert event["function"] == "hello"
     assert event["ok"] is True
     assert event["report"]["request_id"] == "fire"
+
+
+@pytest.mark.timeout(60)
+async def test_id_rejected_before_running_can_be_retried(cloud, tmp_path):
+    from conftest import write_function
+    from minicloud.client import AsyncClient
+
+    first = await _exchange(cloud.url, TOPICS.invoke("later"), _request(id="retry-me"), wait_s=3, stop_after=1)
+    assert first[0]["error"]["type"] == "FunctionNotFound"
+
+    folder = write_function(tmp_path, "later", "def handler(event, context):\n    return 'ran'\n")
+    async with AsyncClient(cloud.url) as client:
+        await client.deploy(str(folder))
+    second = await _exchange(cloud.url, TOPICS.invoke("later"), _request(id="retry-me"), wait_s=10, stop_after=1)
+    assert second[0]["ok"] is True
+    assert second[0]["result"] == "ran"
+
+
+@pytest.mark.timeout(60)
+async def test_broken_control_request_gets_error(cloud):
+    payload = json.dumps({"id": "c9", "reply_to": REPLY_TOPIC, "timeout_ms": 0}).encode()
+    replies = await _exchange(cloud.url, TOPICS.control("ls"), payload, wait_s=3, stop_after=1)
+    assert replies[0]["id"] == "c9"
+    assert replies[0]["error"]["type"] == "InvalidRequest"

@@ -105,7 +105,7 @@ class Runtime:
         self._pump = pump
         self._handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._log_stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{spec['worker_id']}"
+        self._log_stream = spec["environment"].get("AWS_LAMBDA_LOG_STREAM_NAME", spec["worker_id"])
 
     def initialize(self) -> bool:
         """Import the handler's module (the init phase); report ready or the error."""

@@ -1,0 +1,133 @@
+"""The minicloud command line: output and exit codes against a real cloud."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import free_port, write_function
+
+
+def run_cli(*arguments: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "minicloud", *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cloud(start_cloud, tmp_path):
+    from conftest import SAMPLE_FUNCTIONS
+
+    write_function(tmp_path, "fails", "def handler(event, context):\n    raise KeyError('missing')\n")
+    return start_cloud(SAMPLE_FUNCTIONS, tmp_path)
+
+
+@pytest.mark.timeout(90)
+def test_invoke_prints_result_and_report(cloud):
+    done = run_cli("invoke", "hello", '{"name": "cli"}', "--report", "--broker", cloud.url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["message"] == "hello, cli!"
+    report = json.loads(done.stderr)
+    assert report["function"] == "hello"
+    assert report["start"] in ("cold", "warm")
+
+
+@pytest.mark.timeout(90)
+def test_invoke_reads_event_from_stdin(cloud):
+    done = run_cli("invoke", "hello", "-", "--broker", cloud.url, stdin='{"name": "pipe"}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["message"] == "hello, pipe!"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("arguments", "status", "error_type"),
+    [
+        (["invoke", "fails"], 1, "KeyError"),
+        (["invoke", "nope"], 2, "FunctionNotFound"),
+        (["invoke", "hello", "{not json"], 2, "InvalidRequest"),
+    ],
+)
+def test_invoke_exit_codes(cloud, arguments, status, error_type):
+    done = run_cli(*arguments, "--broker", cloud.url)
+    assert done.returncode == status, done.stderr
+    assert json.loads(done.stderr)["type"] == error_type
+    assert done.stdout == ""
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_broker_fails_fast():
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    done = run_cli("invoke", "hello", "--broker", url)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2
+    assert url in done.stderr
+    assert elapsed < 8  # 5 s to give up, plus the interpreter's start
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "arguments",
+    [["frobnicate"], ["invoke"], ["scale", "hello", "--min", "many"], ["invoke", "hello", "--broker", "http://x"]],
+)
+def test_bad_usage_exits_64(arguments):
+    done = run_cli(*arguments)
+    assert done.returncode == 64
+    assert "error" in done.stderr or "invalid" in done.stderr
+
+
+@pytest.mark.timeout(90)
+def test_ls_scale_deploy_logs(cloud, tmp_path):
+    listing = run_cli("ls", "--json", "--broker", cloud.url)
+    assert listing.returncode == 0, listing.stderr
+    assert {"hello", "cpu-burn", "sleep-io"} <= set(json.loads(listing.stdout)["functions"])
+
+    table = run_cli("ls", "--broker", cloud.url)
+    assert table.stdout.splitlines()[0].split()[:2] == ["FUNCTION", "STARTING"]
+
+    scaled = run_cli("scale", "hello", "--min", "1", "--max", "4", "--broker", cloud.url)
+    assert scaled.returncode == 0, scaled.stderr
+    assert "min_warm=1 max_concurrency=4" in scaled.stdout
+
+    bad_scale = run_cli("scale", "hello", "--min", "5", "--max", "2", "--broker", cloud.url)
+    assert bad_scale.returncode == 2
+    assert "InvalidRequest" in bad_scale.stderr
+
+    folder = write_function(tmp_path / "new", "added", "def handler(event, context):\n    print('hi from added')\n    return 7\n")
+    deployed = run_cli("deploy", str(folder), "--broker", cloud.url)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "added created" in deployed.stdout
+    assert run_cli("invoke", "added", "--broker", cloud.url).stdout.strip() == "7"
+
+    logs = run_cli("logs", "added", "--broker", cloud.url)
+    assert "hi from added" in logs.stdout
+
+    broken = write_function(tmp_path / "broken", "broken", "def handler(event, context):\n    return 1\n", "memory_mb = 'lots'\n")
+    refused = run_cli("deploy", str(broken), "--broker", cloud.url)
+    assert refused.returncode == 2
+    assert "memory_mb" in refused.stderr
+    assert "function.toml" in refused.stderr
+    # The cloud and its other functions keep working.
+    assert run_cli("invoke", "added", "--broker", cloud.url).returncode == 0
+
+
+@pytest.mark.timeout(90)
+def test_energy_report(cloud):
+    run_cli("invoke", "cpu-burn", '{"cpu_ms": 50}', "--broker", cloud.url)
+    done = run_cli("energy", "--json", "--broker", cloud.url)
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert state["by_function"]["cpu-burn"]["invocations"] == 1
+    assert state["by_function"]["cpu-burn"]["cpu_ms"] >= 45
+    assert state["baseline"]["joules"] > 0
+    text = run_cli("energy", "--broker", cloud.url)
+    assert "always-on" in text.stdout

@@ -1,0 +1,103 @@
+"""No worker outlives the cloud: SIGTERM drains, SIGKILL still takes every worker down."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import wait_until, write_function
+
+# Starts a child process that would sleep for a minute, to check that
+# processes a handler started die with its worker.
+SPAWNER = """
+import os, subprocess, time
+
+def handler(event, context):
+    child = subprocess.Popen(["sleep", "60"])
+    time.sleep(event.get("seconds", 0))
+    return {"pid": os.getpid(), "child": child.pid}
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_of_cloud_kills_workers_and_children(start_cloud, tmp_path):
+    write_function(tmp_path, "spawner", SPAWNER, "max_concurrency = 3\n")
+    cloud = start_cloud(tmp_path)
+    with cloud.client() as client:
+        outcome = client.invoke("spawner", {})
+    worker_pid, child_pid = outcome.result["pid"], outcome.result["child"]
+    assert _alive(worker_pid)
+    assert _alive(child_pid)
+    workers = cloud.worker_pids()
+    assert worker_pid in workers
+
+    cloud.process.kill()
+    cloud.process.wait(5)
+    started = time.monotonic()
+    wait_until(lambda: not any(_alive(pid) for pid in workers | {child_pid}), timeout=5, message="workers to exit")
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_drains_in_flight_then_exits(start_cloud, tmp_path):
+    write_function(tmp_path, "spawner", SPAWNER, "timeout_s = 10\n")
+    cloud = start_cloud(tmp_path)
+    outcome: dict = {}
+
+    def invoke() -> None:
+        with cloud.client() as client:
+            outcome["result"] = client.invoke("spawner", {"seconds": 2})
+
+    caller = threading.Thread(target=invoke)
+    caller.start()
+    wait_until(lambda: cloud.worker_pids(), timeout=10, message="a worker to start")
+    workers = cloud.worker_pids()
+    time.sleep(0.5)  # the invocation is running now
+
+    status = cloud.stop(signal.SIGTERM)
+    caller.join(15)
+    assert status == 0
+    assert outcome["result"].result["pid"] in workers  # the in-flight invocation finished
+    assert not any(_alive(pid) for pid in workers)
+    assert not _alive(outcome["result"].result["child"])
+    assert "no workers left" in cloud.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_worker_killed_from_outside_is_replaced(start_cloud, tmp_path):
+    write_function(tmp_path, "spawner", SPAWNER, "timeout_s = 10\n")
+    cloud = start_cloud(tmp_path)
+    from minicloud.client import InvocationError
+
+    with cloud.client() as client:
+        first = client.invoke("spawner", {})
+        outcome: dict = {}
+
+        def invoke() -> None:
+            try:
+                client.invoke("spawner", {"seconds": 5})
+            except InvocationError as exc:
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=invoke)
+        caller.start()
+        time.sleep(0.5)
+        psutil.Process(first.result["pid"]).send_signal(signal.SIGKILL)
+        caller.join(5)
+        assert outcome["error"].error_type == "WorkerCrashed"
+        assert "SIGKILL" in outcome["error"].error["message"]
+        assert not _alive(first.result["child"])
+
+        again = client.invoke("spawner", {})
+        assert again.result["pid"] != first.result["pid"]
