@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,95 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from minicloud.client import Client
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_FUNCTIONS = REPO / "sample_functions"
-READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def write_function(root: Path, name: str, code: str, manifest: str = "", *, handler: str = "main.handler") -> Path:
-    """Create a function folder with main.py and a function.toml; return the folder."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "main.py").write_text(textwrap.dedent(code))
-    (folder / "function.toml").write_text(f'handler = "{handler}"\n' + textwrap.dedent(manifest))
-    return folder
-
-
-class CloudProcess:
-    """A `minicloud up` child process with an embedded broker on a free port."""
-
-    def __init__(self, function_dirs: list[Path], extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        arguments = [sys.executable, "-m", "minicloud", "up", "--port", str(self.port)]
-        for directory in function_dirs:
-            arguments += ["--functions", str(directory)]
-        arguments += extra_args or []
-        self.log_lines: list[str] = []
-        self._ready = threading.Event()
-        self.process = subprocess.Popen(
-            arguments,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-            cwd=REPO,
-        )
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(READY_TIMEOUT_S):
-            self.stop()
-            raise RuntimeError("minicloud up did not print 'minicloud ready':\n" + self.log_text())
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read_log(self) -> None:
-        for line in self.process.stderr:
-            self.log_lines.append(line.rstrip("\n"))
-            if line.startswith("minicloud ready"):
-                self._ready.set()
-        self._ready.set()
-
-    def log_text(self) -> str:
-        return "\n".join(self.log_lines)
-
-    def client(self) -> Client:
-        return Client(self.url)
-
-    def worker_pids(self) -> set[int]:
-        """Pids of the worker processes: the children of the cloud's fork server."""
-        pids: set[int] = set()
-        try:
-            children = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return pids
-        for child in children:
-            try:
-                if "forkserver" in " ".join(child.cmdline()):
-                    pids.update(worker.pid for worker in child.children() if _alive(worker))
-            except psutil.Error:
-                continue
-        return pids
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(5)
+from cloudtest import SAMPLE_FUNCTIONS, CloudProcess, alive
 
 
 @pytest.fixture
@@ -134,28 +39,9 @@ def start_cloud() -> Iterator[Any]:
     for cloud in clouds:
         cloud.stop()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(process) for process in seen.values()):
+    while time.monotonic() < deadline and any(alive(process) for process in seen.values()):
         time.sleep(0.1)
-    leftovers = [process for process in seen.values() if _alive(process)]
+    leftovers = [process for process in seen.values() if alive(process)]
     for process in leftovers:
         process.kill()
     assert not leftovers, f"processes left behind: {[process.pid for process in leftovers]}"
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(condition: Any, timeout: float, interval: float = 0.05, message: str = "condition") -> Any:
-    """Poll `condition` until it returns a true value; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(interval)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import free_port, write_function
+from cloudtest import free_port, write_function
 
 
 def run_cli(*arguments: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -24,7 +24,7 @@ def run_cli(*arguments: str, stdin: str | None = None, timeout: float = 30) -> s
 
 @pytest.fixture
 def cloud(start_cloud, tmp_path):
-    from conftest import SAMPLE_FUNCTIONS
+    from cloudtest import SAMPLE_FUNCTIONS
 
     write_function(tmp_path, "fails", "def handler(event, context):\n    raise KeyError('missing')\n")
     return start_cloud(SAMPLE_FUNCTIONS, tmp_path)

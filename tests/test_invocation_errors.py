@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import wait_until, write_function
+from cloudtest import wait_until, write_function
 from minicloud.client import FunctionError, InvocationError
 
 FAILING = """

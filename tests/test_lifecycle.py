@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from conftest import wait_until, write_function
+from cloudtest import wait_until, write_function
 
 COUNTER = """
 import os

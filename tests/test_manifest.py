@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_function
+from cloudtest import write_function
 from minicloud.errors import ManifestError
 from minicloud.manifest import FunctionConfig, load_function, load_functions_dir
 

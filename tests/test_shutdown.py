@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from conftest import wait_until, write_function
+from cloudtest import wait_until, write_function
 
 # Starts a child process that would sleep for a minute, to check that
 # processes a handler started die with its worker.
