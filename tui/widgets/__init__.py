@@ -1,0 +1,1 @@
+"""Widgets of the minicloud terminal UI, one a module."""
