@@ -40,8 +40,8 @@ class EmbeddedBroker:
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            # Only anonymous access, and no $SYS publisher: it would wake an
-            # idle cloud every few seconds for statistics nobody reads.
+            # Only anonymous access, and no $SYS publisher, which would wake an
+            # idle cloud every few seconds for statistics that no component reads.
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
                 "minicloud.broker_plugins.RetainedPublishRecorder": {},

@@ -40,7 +40,7 @@ BUNDLED_FUNCTIONS = Path(__file__).resolve().parent.parent / "sample_functions"
 
 @dataclass
 class CloudOptions:
-    """How `minicloud up` was asked to run."""
+    """Options of `minicloud up`."""
 
     host: str = "127.0.0.1"
     port: int = 1883

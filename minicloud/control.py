@@ -1,8 +1,8 @@
 """Control requests: deploy, scale, remove, ls, energy, logs.
 
 A control request uses the envelope of an invoke request on
-`{ns}/control/{action}`; its arguments are in "event", and the reply has
-the shape of an invoke reply, with the action's output as "result".
+`{ns}/control/{action}`, with its arguments in "event". The reply has the
+shape of an invoke reply, with the action's output as "result".
 
     deploy  {"path": DIR}                         -> {"function", "status", "config"}
     scale   {"function", "min"?: N, "max"?: M}    -> {"function", "config"}
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class ControlHandler:
-    """Answers control requests with the controller's help."""
+    """Handles control requests by calling the controller."""
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
     gateway.submit() -> Pool.submit() -> Plan -> _carry_out(): spawn / send / reject / retire
     worker pipe: ready | init_error | done  -> Pool.worker_*() -> Plan -> _carry_out()
-    worker exit (sentinel)                  -> Pool.worker_exited() -> answer its request, heal
+    worker exit (sentinel)                  -> Pool.worker_exited() -> reply to its request, heal
     timers: invocation timeout, init timeout (10 s), keep-warm expiry, SIGKILL after drain
 
 Everything runs on one event loop, so the pools need no locks. Only
@@ -42,7 +42,7 @@ LOG_LINES_KEPT = 1000
 
 @dataclass
 class Outcome:
-    """How an invocation ended, as the gateway needs it for the reply and the event."""
+    """The end of an invocation, with what the gateway needs for the reply and the event."""
 
     ok: bool
     result_json: bytes = b"null"
@@ -109,6 +109,7 @@ class Controller:
         pool = self._pool(name)
         new_min = pool.config.min_warm if min_warm is None else min_warm
         new_max = pool.config.max_concurrency if max_concurrency is None else max_concurrency
+
         if new_min < 0 or new_max < 0:
             raise errors.PlatformError(errors.INVALID_REQUEST, f"--min and --max must be 0 or more, got {new_min} and {new_max}")
         if new_max > MAX_CONCURRENCY:
@@ -123,6 +124,7 @@ class Controller:
         # A later deploy of new code keeps these, as a code update in AWS Lambda
         # keeps the function's concurrency settings.
         self._scaled[name] = {"min_warm": new_min, "max_concurrency": new_max}
+
         plan = pool.update(config, new_code=False)
         # Lowering max_concurrency drains idle workers above the new ceiling.
         extra = pool.active_count - new_max
@@ -133,6 +135,7 @@ class Controller:
                 worker.set_state("draining")
                 plan.retirements.append(worker)
                 extra -= 1
+
         if new_max == 0:
             plan.extend(pool.reject_queue(
                 errors.THROTTLED, f"function {name!r} was disabled (max_concurrency set to 0) while this request waited",
@@ -243,7 +246,7 @@ class Controller:
         try:
             process.send_invoke(invocation.request_id, int(timeout_s * 1000), invocation.event_json)
         except (OSError, ValueError) as exc:
-            # The worker is dying; its exit answers the invocation as a crash.
+            # The worker is dying, and its exit handler replies to the invocation as a crash.
             log.warning("sending request %s to worker %s failed: %s", invocation.request_id, worker.id, exc)
             return
         self._timers[f"run:{worker.id}"] = self._loop.call_later(timeout_s, self._invocation_timed_out, worker.id)
@@ -442,7 +445,7 @@ class Controller:
         try:
             self._on_complete(invocation, outcome)
         except Exception:
-            log.exception("answering request %s failed", invocation.request_id)
+            log.exception("replying to request %s failed", invocation.request_id)
 
     def _store_logs(self, function: str, request_id: str | None, lines: list[list[Any]], dropped: int) -> None:
         if not lines and not dropped:

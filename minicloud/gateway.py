@@ -6,8 +6,8 @@
 The gateway owns the table of request ids seen in the last ten minutes, so
 a request that arrives twice (a QoS 1 redelivery) runs once, and the copy
 gets the first one's reply. It never raises into the bus: every bad
-request is answered with an error or, when it names no reply topic,
-logged and counted.
+request gets an error reply or, when it names no reply topic, is logged
+and counted.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ Publish = Callable[..., Awaitable[None]]
 
 
 class _ReplyTarget:
-    """Where the one reply of a request goes."""
+    """The destination of a request's one reply: topic and MQTT 5 correlation data."""
 
     __slots__ = ("reply_to", "correlation_data")
 

@@ -1,7 +1,7 @@
 """Load and validate function folders: `function.toml` plus Python code.
 
-Validation is static. The handler's module is parsed, never imported,
-so deploying a function runs none of its code in the controller; the
+Validation is static. The handler's module is parsed, never imported, so
+deploying a function runs none of its code in the controller. The
 module-level code runs later, in the worker, as the init phase.
 """
 

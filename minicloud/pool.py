@@ -87,7 +87,7 @@ class Rejection:
 
 @dataclass
 class Plan:
-    """What the controller must do after a change of the pool."""
+    """Actions for the controller to carry out after a change of the pool."""
 
     dispatches: list[tuple[WorkerRecord, Invocation]] = field(default_factory=list)
     spawns: list[WorkerRecord] = field(default_factory=list)
@@ -165,7 +165,7 @@ class Pool:
         try:
             self.queue.remove(invocation)
         except ValueError:
-            return Plan()  # Already dispatched or answered.
+            return Plan()  # Already dispatched or rejected.
         waited_ms = (time.monotonic() - invocation.received) * 1000
         return Plan(rejections=[Rejection(
             invocation, errors.TIMEOUT,

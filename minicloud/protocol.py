@@ -202,7 +202,7 @@ def _is_valid_publish_topic(topic: Any) -> bool:
 
 @dataclass(frozen=True)
 class Report:
-    """What one invocation cost: times, CPU, memory and energy."""
+    """The cost of one invocation: times, CPU, memory and energy."""
 
     request_id: str
     function: str

@@ -1,4 +1,4 @@
-"""Worker processes as the controller sees them: spawn, send, kill, reap.
+"""Worker processes on the controller's side: spawn, send, kill, reap.
 
 Workers are forked by a multiprocess fork server (a zygote) that has
 imported the worker runtime once, so a cold start pays for a fork, not for

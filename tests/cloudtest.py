@@ -39,10 +39,17 @@ def write_function(root: Path, name: str, code: str, manifest: str = "", *, hand
 class CloudProcess:
     """A `minicloud up` child process with an embedded broker on a free port."""
 
-    def __init__(self, function_dirs: list[Path], extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        function_dirs: list[Path],
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        broker_url: str | None = None,
+    ) -> None:
         self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        arguments = [sys.executable, "-m", "minicloud", "up", "--port", str(self.port)]
+        self.url = broker_url or f"mqtt://127.0.0.1:{self.port}"
+        arguments = [sys.executable, "-m", "minicloud", "up"]
+        arguments += ["--broker", broker_url] if broker_url else ["--port", str(self.port)]
         for directory in function_dirs:
             arguments += ["--functions", str(directory)]
         arguments += extra_args or []

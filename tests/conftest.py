@@ -19,8 +19,13 @@ def start_cloud() -> Iterator[Any]:
     clouds: list[CloudProcess] = []
     seen: dict[int, psutil.Process] = {}
 
-    def start(*function_dirs: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> CloudProcess:
-        cloud = CloudProcess(list(function_dirs) or [SAMPLE_FUNCTIONS], extra_args, env)
+    def start(
+        *function_dirs: Path,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        broker_url: str | None = None,
+    ) -> CloudProcess:
+        cloud = CloudProcess(list(function_dirs) or [SAMPLE_FUNCTIONS], extra_args, env, broker_url)
         clouds.append(cloud)
         return cloud
 

@@ -40,7 +40,7 @@ _PR_SET_PDEATHSIG = 1
 def main(connection: Any, spec: dict[str, Any]) -> None:
     """Entry point of a worker process, called by multiprocess after the fork.
 
-    `spec` holds "worker_id", "function", "directory", "handler",
+    `spec` contains "worker_id", "function", "directory", "handler",
     "memory_mb" and "environment" (the complete environment of the worker).
     """
     _detach_from_controller()
@@ -179,7 +179,13 @@ class Runtime:
             if inspect.isawaitable(result):
                 result = self._event_loop().run_until_complete(result)
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            # sys.exit() and sys.exit(None) mean status 0, and sys.exit("text") status 1, as in CPython.
+            if isinstance(exc.code, int):
+                code = exc.code
+            elif exc.code is None:
+                code = 0
+            else:
+                code = 1
             error = {
                 "type": "WorkerCrashed",
                 "message": f"the handler called sys.exit({exc.code!r}); the worker exited with status {code}",

@@ -1,0 +1,113 @@
+"""The cloud on Mosquitto, an MQTT 5 broker: Response Topic, Correlation Data, retained requests.
+
+CI installs Mosquitto from Debian's packages, and there a missing broker
+fails these tests. On a machine without it they are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloudtest import free_port
+from minicloud import protocol
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+TOPICS = protocol.Topics()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    if MOSQUITTO is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"mosquitto did not start: {process.stderr.read().decode()}")
+            time.sleep(0.05)
+    yield f"mqtt://127.0.0.1:{port}", port
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_cloud_runs_on_mosquitto(start_cloud, mosquitto):
+    url, _ = mosquitto
+    cloud = start_cloud(broker_url=url)
+    assert "with MQTT 5" in cloud.log_text()
+    with cloud.client() as client:
+        first = client.invoke("hello", {"name": "m"})
+        second = client.invoke("hello", {"name": "m"})
+    assert first.result["message"] == "hello, m!"
+    assert first.report["start"] == "cold"
+    assert second.report["start"] == "warm"
+
+
+async def _v5_client(port: int) -> aiomqtt.Client:
+    client = aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5)
+    await client.__aenter__()
+    return client
+
+
+@pytest.mark.timeout(60)
+async def test_response_topic_and_correlation_data(start_cloud, mosquitto):
+    url, port = mosquitto
+    start_cloud(broker_url=url)
+    client = await _v5_client(port)
+    try:
+        await client.subscribe("v5/replies", qos=1)
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = "v5/replies"
+        properties.CorrelationData = b"corr-7"
+        await client.publish(TOPICS.invoke("hello"), json.dumps({"event": {"name": "v5"}}), qos=1, properties=properties)
+
+        async def first_reply() -> aiomqtt.Message:
+            async for message in client.messages:
+                return message
+
+        reply = await asyncio.wait_for(first_reply(), 15)
+    finally:
+        await client.__aexit__(None, None, None)
+    body = json.loads(reply.payload)
+    assert body["ok"] is True
+    assert body["result"]["message"] == "hello, v5!"
+    assert reply.properties.CorrelationData == b"corr-7"
+
+
+@pytest.mark.timeout(60)
+async def test_live_retained_request_never_runs(start_cloud, mosquitto):
+    url, port = mosquitto
+    cloud = start_cloud(broker_url=url)
+    from minicloud.client import AsyncClient
+
+    async with AsyncClient(url) as client:
+        before = await client.invoke("hello", {})
+        await client.connection.publish(
+            TOPICS.invoke("hello"), json.dumps({"id": "kept", "reply_to": "v5/none"}).encode(), retain=True
+        )
+        await asyncio.sleep(1.0)
+        after = await client.invoke("hello", {})
+    assert after.result["warm_invocations"] == before.result["warm_invocations"] + 1
+    assert "retained requests never run" in cloud.log_text()
