@@ -112,10 +112,10 @@ def test_ls_scale_deploy_logs(cloud, tmp_path):
     assert "hi from added" in logs.stdout
 
     broken = write_function(tmp_path / "broken", "broken", "def handler(event, context):\n    return 1\n", "memory_mb = 'lots'\n")
-    refused = run_cli("deploy", str(broken), "--broker", cloud.url)
-    assert refused.returncode == 2
-    assert "memory_mb" in refused.stderr
-    assert "function.toml" in refused.stderr
+    rejected = run_cli("deploy", str(broken), "--broker", cloud.url)
+    assert rejected.returncode == 2
+    assert "memory_mb" in rejected.stderr
+    assert "function.toml" in rejected.stderr
     # The cloud and its other functions keep working.
     assert run_cli("invoke", "added", "--broker", cloud.url).returncode == 0
 

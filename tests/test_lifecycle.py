@@ -83,18 +83,18 @@ def test_idle_worker_scales_to_zero(start_cloud, tmp_path):
 def test_burst_starts_at_most_max_concurrency(start_cloud, tmp_path):
     write_function(tmp_path, "slow", SLOW, "max_concurrency = 3\ntimeout_s = 10\n")
     cloud = start_cloud(tmp_path)
-    most_workers_seen = 0
+    max_workers_seen = 0
     with cloud.client() as client, concurrent.futures.ThreadPoolExecutor(10) as pool:
         futures = [pool.submit(client.invoke, "slow", {"seconds": 0.4}) for _ in range(10)]
         while not all(future.done() for future in futures):
-            most_workers_seen = max(most_workers_seen, len(cloud.worker_pids()))
+            max_workers_seen = max(max_workers_seen, len(cloud.worker_pids()))
             time.sleep(0.02)
         results = [future.result() for future in futures]
 
     workers = {result.report["worker_id"] for result in results}
     assert len(results) == 10
     assert len(workers) <= 3
-    assert most_workers_seen <= 3
+    assert max_workers_seen <= 3
     assert sum(result.report["start"] == "cold" for result in results) == len(workers)
 
 

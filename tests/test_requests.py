@@ -1,4 +1,4 @@
-"""Raw MQTT requests to the gateway: every kind of bad input gets a clear answer."""
+"""Raw MQTT requests to the gateway: every kind of bad input gets a clear error reply."""
 
 from __future__ import annotations
 
