@@ -18,12 +18,23 @@ from typing import Any
 from minicloud import __version__, protocol
 from minicloud.bus import connect, default_broker_url, parse_broker_url
 from minicloud.client import AsyncClient, InvocationError
+from minicloud.energy import load_energy_model
 from minicloud.errors import BusError
 
 EXIT_OK = 0
 EXIT_FUNCTION_ERROR = 1
 EXIT_PLATFORM_ERROR = 2
 EXIT_USAGE = 64
+
+# (option, EnergyModel field, help) for `minicloud up`
+ENERGY_OPTIONS = (
+    ("--idle-watts-per-vcpu", "idle_watts_per_vcpu", "watts of one idle vCPU (default: 0.74)"),
+    ("--max-watts-per-vcpu", "max_watts_per_vcpu", "watts of one vCPU at full load (default: 3.5)"),
+    ("--watts-per-gb", "watts_per_gb", "watts of one GB of memory (default: 0.392)"),
+    ("--pue", "pue", "power usage effectiveness (default: 1.0; 1.135 for an AWS-like figure)"),
+    ("--baseline-vcpus", "baseline_vcpus", "vCPUs of the always-on server compared with (default: 2)"),
+    ("--baseline-memory-gb", "baseline_memory_gb", "GB of memory of the always-on server (default: 4)"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a folder of function folders; repeatable (default: ./functions, else the bundled samples)")
     up.add_argument("--namespace", metavar="NS", default=protocol.DEFAULT_NAMESPACE, help="topic namespace (default: minicloud)")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default: INFO)")
+    up.add_argument("--config", metavar="FILE", type=Path, help="cloud config file (TOML) with an [energy] table")
+    energy_options = up.add_argument_group("energy model (each overrides the config file)")
+    for option, key, help_text in ENERGY_OPTIONS:
+        energy_options.add_argument(option, dest=f"energy_{key}", type=float, metavar="N", help=help_text)
 
     invoke = add("invoke", "invoke a function and print its result as JSON")
     invoke.add_argument("name", help="function name")
@@ -132,7 +147,16 @@ def _run_up(args: argparse.Namespace) -> int:
     if args.broker is None and not 0 < args.port < 65536:
         print(f"minicloud: invalid --port {args.port}; use 1 to 65535", file=sys.stderr)
         return EXIT_USAGE
+    overrides = {key: getattr(args, f"energy_{key}") for _, key, _ in ENERGY_OPTIONS if getattr(args, f"energy_{key}") is not None}
+    if "baseline_vcpus" in overrides:
+        overrides["baseline_vcpus"] = int(overrides["baseline_vcpus"])
+    try:
+        energy_model = load_energy_model(args.config, overrides)
+    except ValueError as exc:
+        print(f"minicloud: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = CloudOptions(
+        energy_model=energy_model,
         host=args.host,
         port=args.port,
         broker_url=args.broker,
@@ -265,8 +289,11 @@ def format_energy(state: dict[str, Any]) -> str:
     ]
     if joules > 0:
         lines.append(f"ratio:      the always-on server spends {baseline_joules / joules:.1f} times as much")
-    if state.get("measured"):
-        lines.append(f"measured:   {state['measured']}")
+    measured = state.get("measured")
+    if measured:
+        lines.append(f"measured:   {measured['joules']:.3f} J, {measured['watts']:.2f} W now ({measured['source']}, whole machine)")
+    else:
+        lines.append("measured:   not available here (no readable RAPL counters); the figures above are estimates")
     lines.append("")
     lines.append(f"{'FUNCTION':20} {'INVOCATIONS':>11} {'CPU MS':>10} {'JOULES':>10}")
     for name, totals in sorted(state.get("by_function", {}).items()):

@@ -94,7 +94,8 @@ class Cloud:
             on_logs=self._publish_logs,
             energy_model=options.energy_model,
         )
-        self.meter = EnergyMeter(options.energy_model, worker_memory=self.controller.live_worker_memory)
+        self.meter = EnergyMeter(options.energy_model, live_workers=self.controller.live_workers)
+        self.controller.measured_cpu_ms = self.meter.process_cpu_ms
         gateway_options: dict[str, Any] = {}
         if self.broker is not None:
             from minicloud.broker_plugins import RETAINED_PUBLISHES

@@ -75,6 +75,8 @@ class Controller:
         self._retire_timers: dict[str, asyncio.TimerHandle] = {}
         self._logs: dict[str, deque[dict[str, Any]]] = {}
         self._scaled: dict[str, dict[str, int]] = {}
+        # pid -> psutil's CPU milliseconds of the whole worker process, set by the cloud's meter.
+        self.measured_cpu_ms: Callable[[int | None], float | None] = lambda pid: None
         self._stopping = False
         self._loop = asyncio.get_running_loop()
         self.totals: dict[str, dict[str, float]] = {}
@@ -289,6 +291,7 @@ class Controller:
             self._cancel_timer(f"init:{worker.id}")
             self._store_logs(pool.config.name, None, header.get("logs", []), 0)
             log.info("worker %s pid %s ready in %.1f ms (init)", worker.id, worker.pid, header["init_ms"])
+            worker.init_cpu_ms = header.get("init_cpu_ms", 0.0)
             if worker.state == "starting":
                 self._carry_out(pool, pool.worker_ready(worker, header["init_ms"], now))
             self._changed()
@@ -464,12 +467,13 @@ class Controller:
     # -- state ---------------------------------------------------------------
 
     def pools_state(self) -> dict[str, Any]:
-        return {"ts": round(time.time(), 3), "functions": {name: pool.to_state() for name, pool in self.pools.items()}}
+        functions = {name: pool.to_state(self.measured_cpu_ms) for name, pool in self.pools.items()}
+        return {"ts": round(time.time(), 3), "functions": functions}
 
-    def live_worker_memory(self) -> dict[int, int]:
-        """Return the memory limit in MB of every live worker, by pid."""
+    def live_workers(self) -> dict[int, tuple[str, int]]:
+        """Return the function name and memory limit in MB of every live worker, by pid."""
         return {
-            worker.pid: pool.config.memory_mb
+            worker.pid: (pool.config.name, pool.config.memory_mb)
             for pool, worker in self._records.values()
             if worker.pid is not None
         }

@@ -8,7 +8,10 @@ on a desk; CCF uses 1.135 for AWS. Every figure is an estimate.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 # AWS Lambda allots one vCPU per 1,769 MB of memory.
@@ -47,3 +50,49 @@ class EnergyModel:
         body = asdict(self)
         body["source"] = "Cloud Carbon Footprint AWS coefficients (SPECpower_ssj2008)"
         return body
+
+    def with_values(self, values: dict[str, Any], *, origin: str) -> EnergyModel:
+        """Return a copy with `values` applied; raise ValueError naming the origin, key and fix."""
+        known = {field.name for field in fields(self)}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"{origin}: unknown key {key!r}; valid keys are {', '.join(sorted(known))}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{origin}: key {key!r}: expected a number, got {value!r}")
+            if value < 0 or (key in _POSITIVE_KEYS and value == 0):
+                raise ValueError(f"{origin}: key {key!r}: {value!r} is out of range; use a number above 0")
+        model = replace(self, **values)
+        if model.max_watts_per_vcpu < model.idle_watts_per_vcpu:
+            raise ValueError(
+                f"{origin}: max_watts_per_vcpu ({model.max_watts_per_vcpu}) is below idle_watts_per_vcpu "
+                f"({model.idle_watts_per_vcpu}); a busy vCPU draws at least its idle power"
+            )
+        if model.pue < 1.0:
+            raise ValueError(f"{origin}: key 'pue': {model.pue} is below 1.0; a PUE counts overhead on top of the IT load")
+        return model
+
+
+_POSITIVE_KEYS = {"max_watts_per_vcpu", "pue", "baseline_vcpus"}
+
+
+def load_energy_model(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EnergyModel:
+    """Build the model from the defaults, the [energy] table of a cloud config file, then overrides.
+
+    Raises ValueError naming the file or option, the key and the fix.
+    """
+    model = EnergyModel()
+    if path is not None:
+        config_file = Path(path)
+        try:
+            document = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{config_file}: cannot be read: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{config_file}: invalid TOML: {exc}") from exc
+        section = document.get("energy", {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{config_file}: 'energy' must be a table: [energy]")
+        model = model.with_values(section, origin=f"{config_file} [energy]")
+    if overrides:
+        model = model.with_values(overrides, origin="command line")
+    return model

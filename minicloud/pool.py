@@ -54,6 +54,7 @@ class WorkerRecord:
     cpu_ms: float = 0.0
     rss_mb: float = 0.0
     init_ms: float | None = None
+    init_cpu_ms: float = 0.0
     ready_at: float | None = None  # monotonic time the init phase ended
     current: Invocation | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -66,8 +67,13 @@ class WorkerRecord:
         self.state = state
         self.since = time.time()
 
-    def to_state(self) -> dict[str, Any]:
-        return {
+    def to_state(self, measured_cpu_ms: float | None = None) -> dict[str, Any]:
+        """Return the worker as the pools state shows it.
+
+        `measured_cpu_ms` is psutil's reading of the whole process, which is
+        coarser: it includes the init phase and ticks in steps of 10 ms.
+        """
+        body = {
             "id": self.id,
             "pid": self.pid,
             "state": self.state,
@@ -75,7 +81,11 @@ class WorkerRecord:
             "invocations": self.invocations,
             "cpu_ms": round(self.cpu_ms, 3),
             "rss_mb": round(self.rss_mb, 2),
+            "init_cpu_ms": round(self.init_cpu_ms, 3),
         }
+        if measured_cpu_ms is not None:
+            body["cpu_ms_psutil"] = round(measured_cpu_ms, 1)
+        return body
 
 
 @dataclass
@@ -312,11 +322,11 @@ class Pool:
     def _is_assignable(self, worker: WorkerRecord) -> bool:
         return worker.state == "idle" and worker.version == self.version
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, measured_cpu_ms: Any = lambda pid: None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "config": self.config.to_dict(),
             "queued": len(self.queue),
-            "workers": [worker.to_state() for worker in self.workers.values()],
+            "workers": [worker.to_state(measured_cpu_ms(worker.pid)) for worker in self.workers.values()],
         }
         if self.last_init_error is not None:
             body["init_error"] = self.last_init_error

@@ -29,6 +29,7 @@ from typing import Any
 
 from minicloud.worker import wire
 from minicloud.worker.capture import DescriptorPump, OutputBuffer
+from minicloud.worker.cputime import CpuMeter
 from minicloud.worker.context import LambdaContext
 
 # AWS Lambda's limit for a synchronous response: 6 MB.
@@ -105,6 +106,7 @@ class Runtime:
         self._pump = pump
         self._handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._cpu = CpuMeter()
         self._log_stream = spec["environment"].get("AWS_LAMBDA_LOG_STREAM_NAME", spec["worker_id"])
 
     def initialize(self) -> bool:
@@ -128,7 +130,10 @@ class Runtime:
             return False
         self._handler = handler
         init_ms = (time.perf_counter() - started) * 1000
-        self._send({"t": "ready", "init_ms": init_ms, "logs": self._take_logs()[0]})
+        # The CPU of the init phase, so the controller can check the sum of the
+        # invocations' CPU against what psutil reads for the whole process.
+        init_cpu_ms = time.process_time_ns() / 1e6
+        self._send({"t": "ready", "init_ms": init_ms, "init_cpu_ms": init_cpu_ms, "logs": self._take_logs()[0]})
         return True
 
     def invoke(self, message: bytes) -> None:
@@ -143,17 +148,11 @@ class Runtime:
             deadline_monotonic=time.monotonic() + timeout_s,
         )
 
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_before = time.process_time_ns()
+        self._cpu.start()
         started = time.perf_counter_ns()
         outcome, exit_code = self._call(body, context)
         duration_ms = (time.perf_counter_ns() - started) / 1e6
-        cpu_ms = (time.process_time_ns() - cpu_before) / 1e6
-        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # NOTE: children still running when the handler returns are not counted here.
-        cpu_ms += (
-            children_after.ru_utime - children_before.ru_utime + children_after.ru_stime - children_before.ru_stime
-        ) * 1000
+        cpu_ms = self._cpu.stop()
 
         header_out, result = outcome
         logs, dropped = self._take_logs()
