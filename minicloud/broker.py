@@ -49,6 +49,7 @@ class EmbeddedBroker:
         }
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("amqtt.broker").addFilter(_drop_protocol_probes)
         broker = Broker(config)
         await broker.start()
         self._broker = broker
@@ -63,6 +64,20 @@ class EmbeddedBroker:
         except Exception:
             log.exception("stopping the embedded broker on %s failed", self.url)
         log.info("embedded broker on %s stopped", self.url)
+
+
+def _drop_protocol_probes(record: logging.LogRecord) -> bool:
+    """Hide amqtt's warnings about MQTT 5 connection attempts.
+
+    Every minicloud client first tries MQTT 5, and amqtt, which speaks only
+    3.1.1, rejects it with two warnings. amqtt's "Invalid connection from"
+    line is always followed by one that gives the reason, so it is dropped
+    too, and the reason stays for every other kind of invalid connection.
+    """
+    message = record.getMessage()
+    if message.startswith("Invalid connection from"):
+        return False
+    return not (message.startswith("Failed to initialize client session: Invalid protocol") and message.endswith(": 5"))
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a folder of function folders; repeatable (default: ./functions, else the bundled samples)")
     up.add_argument("--namespace", metavar="NS", default=protocol.DEFAULT_NAMESPACE, help="topic namespace (default: minicloud)")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default: INFO)")
+    up.add_argument("--exit-on-stdin-eof", action="store_true",
+                    help="stop, as on SIGTERM, when standard input closes (the TUI starts its embedded cloud so)")
     up.add_argument("--config", metavar="FILE", type=Path, help="cloud config file (TOML) with an [energy] table")
     energy_options = up.add_argument_group("energy model (each overrides the config file)")
     for option, key, help_text in ENERGY_OPTIONS:
@@ -162,6 +164,7 @@ def _run_up(args: argparse.Namespace) -> int:
         broker_url=args.broker,
         function_dirs=args.functions,
         namespace=args.namespace,
+        exit_on_stdin_eof=args.exit_on_stdin_eof,
     )
     return asyncio.run(Cloud(options).run())
 

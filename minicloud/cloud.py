@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -48,6 +49,7 @@ class CloudOptions:
     function_dirs: list[Path] = field(default_factory=list)
     namespace: str = protocol.DEFAULT_NAMESPACE
     drain_timeout_s: float = 30.0
+    exit_on_stdin_eof: bool = False
     energy_model: EnergyModel = field(default_factory=EnergyModel)
 
 
@@ -135,6 +137,8 @@ class Cloud:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if self.options.exit_on_stdin_eof:
+            loop.add_reader(sys.stdin.fileno(), self._read_stdin, stop)
         try:
             await self.start()
         except (OSError, BusError) as exc:
@@ -147,6 +151,12 @@ class Cloud:
         log.info("signal received; stopping")
         await self.stop()
         return 0
+
+    def _read_stdin(self, stop: asyncio.Event) -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            log.info("standard input closed; stopping")
+            asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
+            stop.set()
 
     async def stop(self) -> None:
         if self.gateway is not None:

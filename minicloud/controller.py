@@ -111,6 +111,8 @@ class Controller:
         pool = self._pool(name)
         new_min = pool.config.min_warm if min_warm is None else min_warm
         new_max = pool.config.max_concurrency if max_concurrency is None else max_concurrency
+        if min_warm is None and new_min > new_max:
+            new_min = new_max  # Lowering the ceiling alone takes the floor down with it.
 
         if new_min < 0 or new_max < 0:
             raise errors.PlatformError(errors.INVALID_REQUEST, f"--min and --max must be 0 or more, got {new_min} and {new_max}")

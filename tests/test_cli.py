@@ -131,3 +131,31 @@ def test_energy_report(cloud):
     assert state["baseline"]["joules"] > 0
     text = run_cli("energy", "--broker", cloud.url)
     assert "always-on" in text.stdout
+
+
+@pytest.mark.timeout(60)
+def test_up_stops_when_stdin_closes():
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minicloud", "up", "--port", str(port), "--exit-on-stdin-eof"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in process.stderr:
+            if line.startswith("minicloud ready"):
+                break
+        invoked = run_cli("invoke", "hello", "--broker", f"mqtt://127.0.0.1:{port}")
+        assert invoked.returncode == 0, invoked.stderr
+        process.stdin.close()  # as when the parent, such as the TUI, dies
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.mark.timeout(30)
+def test_tui_without_terminal_exits():
+    done = run_cli("tui", "--broker", f"mqtt://127.0.0.1:{free_port()}", stdin="")
+    assert done.returncode == 2
+    assert "needs a terminal" in done.stderr

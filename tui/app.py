@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -63,6 +65,7 @@ class MinicloudApp(App[int]):
         launcher: EmbeddedCloud | None = None,
         listen: bool = True,
         clock: Callable[[], float] = time.time,
+        handle_signals: bool = False,
     ) -> None:
         super().__init__()
         self.broker_url = broker_url
@@ -71,6 +74,7 @@ class MinicloudApp(App[int]):
         self.launcher = launcher
         self.listen = listen
         self.clock = clock
+        self.handle_signals = handle_signals
         self.model = CloudModel()
         self.connection = ConnectionInfo(url=broker_url)
 
@@ -96,6 +100,12 @@ class MinicloudApp(App[int]):
         self.set_interval(STATUS_INTERVAL_S, self.refresh_status)
         if self.listen:
             self.listen_to_bus()
+        if self.handle_signals:
+            # A closed terminal (SIGHUP) or a kill (SIGTERM) quits like q does, so
+            # the terminal is restored and an embedded cloud is stopped.
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(signum, self.exit)
 
     async def on_unmount(self) -> None:
         await self.client.close()
@@ -264,9 +274,16 @@ def _log_to_file(path: Path) -> None:
 
 def run_tui(*, broker_url: str, namespace: str) -> int:
     """Run the UI until the user quits; stop the embedded cloud when this call started one."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(
+            "minicloud: the terminal UI needs a terminal; from a script, use minicloud up, "
+            "minicloud invoke or the Python client instead",
+            file=sys.stderr,
+        )
+        return 2
     _log_to_file(default_log_path().with_name("tui.log"))
     launcher = EmbeddedCloud(broker_url, namespace)
-    app = MinicloudApp(broker_url=broker_url, namespace=namespace, launcher=launcher)
+    app = MinicloudApp(broker_url=broker_url, namespace=namespace, launcher=launcher, handle_signals=True)
     try:
         app.run()
     finally:

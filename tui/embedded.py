@@ -68,7 +68,10 @@ class EmbeddedCloud:
 
     def command(self) -> list[str]:
         url = parse_broker_url(self.broker_url)
-        return [sys.executable, "-m", "minicloud", "up", "--host", url.host, "--port", str(url.port), "--namespace", self.namespace]
+        return [
+            sys.executable, "-m", "minicloud", "up", "--host", url.host, "--port", str(url.port),
+            "--namespace", self.namespace, "--exit-on-stdin-eof",
+        ]
 
     async def ensure(self, progress: Callable[[str], None]) -> None:
         """Attach to a running broker, or start the cloud and wait until its broker accepts connections.
@@ -85,7 +88,9 @@ class EmbeddedCloud:
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             self.command(),
-            stdin=subprocess.DEVNULL,
+            # This process keeps the write end and never writes: when it ends,
+            # even by SIGKILL, the child reads EOF and stops itself.
+            stdin=subprocess.PIPE,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             # A new session keeps terminal signals away from the child; stop() ends it.
@@ -128,6 +133,8 @@ class EmbeddedCloud:
             log.info("the embedded cloud (pid %d) stopped with status %s", process.pid, process.returncode)
             return process.returncode
         finally:
+            if process.stdin is not None:
+                process.stdin.close()
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
