@@ -60,6 +60,11 @@ class EmbeddedBroker:
         if broker is None:
             return
         try:
+            # Stop accepting first: amqtt 0.12 closes its sessions before its
+            # listeners, and a client that reconnects in between would keep a
+            # session on the stopped broker, seemingly connected to nothing.
+            for server in getattr(broker, "_servers", {}).values():
+                await server.close_instance()
             await broker.shutdown()
         except Exception:
             log.exception("stopping the embedded broker on %s failed", self.url)

@@ -122,16 +122,24 @@ def _make_client(url: BrokerUrl, protocol: ProtocolVersion, *, timeout: float, w
     )
 
 
-async def _open_client(url: BrokerUrl, *, timeout: float, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
-    """Connect with MQTT 5, or with 3.1.1 when the broker does not speak 5."""
-    client = _make_client(url, ProtocolVersion.V5, timeout=timeout, will=will)
-    try:
-        await client.__aenter__()
-        return client
-    except aiomqtt.MqttCodeError as exc:
-        reason_code = getattr(exc.rc, "value", exc.rc)
-        if reason_code not in _UNSUPPORTED_PROTOCOL_CODES:
-            raise
+async def _open_client(
+    url: BrokerUrl, *, timeout: float, will: aiomqtt.Will | None = None, mqtt5: bool | None = None
+) -> aiomqtt.Client:
+    """Connect with MQTT 5, or with 3.1.1 when the broker does not speak 5 or `mqtt5` is False."""
+    if mqtt5 is not False:
+        client = _make_client(url, ProtocolVersion.V5, timeout=timeout, will=will)
+        try:
+            await client.__aenter__()
+            return client
+        except aiomqtt.MqttCodeError as exc:
+            reason_code = getattr(exc.rc, "value", exc.rc)
+            if reason_code not in _UNSUPPORTED_PROTOCOL_CODES or mqtt5:
+                raise
+        except aiomqtt.MqttError:
+            # amqtt 0.12 misreads an MQTT 5 CONNECT that carries a will and
+            # waits for bytes that never come, so a time-out means "try 3.1.1".
+            if will is None or mqtt5:
+                raise
     client = _make_client(url, ProtocolVersion.V311, timeout=timeout, will=will)
     await client.__aenter__()
     return client
@@ -211,6 +219,7 @@ class Bus:
         name: str = "bus",
         will: tuple[str, bytes] | None = None,
         max_backoff_s: float = 2.0,
+        mqtt5: bool | None = None,
     ) -> None:
         self.url = parse_broker_url(url) if isinstance(url, str) else url
         self._subscriptions = list(subscriptions)
@@ -219,10 +228,14 @@ class Bus:
         self._name = name
         self._will = aiomqtt.Will(will[0], will[1], qos=1, retain=True) if will else None
         self._max_backoff_s = max_backoff_s
+        # None until the first connection shows what the broker speaks.
+        self._mqtt5 = mqtt5
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._first_failure = asyncio.Event()
+        self._first_failure_reason = ""
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "disconnected"
@@ -240,12 +253,28 @@ class Bus:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self._name}-connection")
 
-    async def wait_connected(self, *, timeout: float) -> None:
-        """Wait until the first connection is up; raise BusError after `timeout` seconds."""
+    async def wait_connected(self, *, timeout: float, fail_fast: bool = False) -> None:
+        """Wait until the first connection is up; raise BusError after `timeout` seconds.
+
+        With `fail_fast`, the first failed attempt raises at once, naming
+        its reason, as a command-line client should.
+        """
+        waiters = [asyncio.ensure_future(self._connected.wait())]
+        if fail_fast:
+            waiters.append(asyncio.ensure_future(self._first_failure.wait()))
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise BusError(f"cannot reach the broker at {self.url} within {timeout:g} s") from None
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._connected.is_set():
+            return
+        if fail_fast and self._first_failure_reason:
+            raise BusError(
+                f"cannot reach the broker at {self.url}: {self._first_failure_reason}; "
+                "start a cloud with 'minicloud up' or pass --broker URL"
+            )
+        raise BusError(f"cannot reach the broker at {self.url} within {timeout:g} s")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -283,8 +312,11 @@ class Bus:
         while not self._stopping:
             attempt += 1
             try:
-                client = await _open_client(self.url, timeout=5.0, will=self._will)
+                client = await _open_client(self.url, timeout=5.0, will=self._will, mqtt5=self._mqtt5)
             except (aiomqtt.MqttError, OSError) as exc:
+                if not self._first_failure.is_set():
+                    self._first_failure_reason = str(exc) or type(exc).__name__
+                    self._first_failure.set()
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("%s: cannot reach the broker at %s (attempt %d): %s; retrying", self._name, self.url, attempt, exc)
                 await asyncio.sleep(backoff)
@@ -307,6 +339,7 @@ class Bus:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         mqtt5 = client._client.protocol == ProtocolVersion.V5  # noqa: SLF001
+        self._mqtt5 = mqtt5
         for topic in self._subscriptions:
             if mqtt5:
                 # Retain As Published lets the gateway see that a request was retained.

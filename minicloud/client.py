@@ -14,13 +14,12 @@ error object and the report.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from minicloud import errors, protocol
-from minicloud.bus import Connection, connect, default_broker_url
+from minicloud.bus import Bus, Message, default_broker_url
 from minicloud.errors import BusError, MinicloudError
 
 DEFAULT_WAIT_S = 60.0
@@ -58,7 +57,13 @@ class FunctionError(InvocationError):
 
 
 class AsyncClient:
-    """An asyncio client that waits for one reply per request on its own reply topic."""
+    """An asyncio client that waits for one reply per request on its own reply topic.
+
+    Its connection reconnects after the broker comes back, and the reply
+    topic is subscribed again, so a request made before an outage can still
+    get its reply after it. A request made during the outage fails at once
+    with BusError.
+    """
 
     def __init__(self, broker_url: str | None = None, *, namespace: str = protocol.DEFAULT_NAMESPACE, connect_timeout: float = 5.0) -> None:
         self.broker_url = broker_url or default_broker_url()
@@ -66,34 +71,30 @@ class AsyncClient:
         self._connect_timeout = connect_timeout
         self._reply_topic = self.topics.new_reply_topic()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._connection: Connection | None = None
-        self._listener: asyncio.Task[None] | None = None
+        # request id -> (topic, payload) of every request still waiting for its reply
+        self._sent: dict[str, tuple[str, bytes]] = {}
+        self._bus: Bus | None = None
 
     async def __aenter__(self) -> AsyncClient:
-        self._stack = contextlib.AsyncExitStack()
+        self._bus = Bus(
+            self.broker_url, subscriptions=[self._reply_topic], on_message=self._on_reply,
+            on_state=self._on_state, name="client",
+        )
+        self._bus.start()
         try:
-            self._connection = await self._stack.enter_async_context(connect(self.broker_url, timeout=self._connect_timeout))
-            await asyncio.wait_for(self._connection.subscribe(self._reply_topic, qos=1), self._connect_timeout)
+            await self._bus.wait_connected(timeout=self._connect_timeout, fail_fast=True)
         except BaseException:
-            await self._stack.aclose()
+            await self._bus.stop()
             raise
-        self._listener = asyncio.create_task(self._listen(), name="client-replies")
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-        if self._stack is not None:
-            await self._stack.aclose()
+        if self._bus is not None:
+            await self._bus.stop()
 
-    @property
-    def connection(self) -> Connection:
-        if self._connection is None:
-            raise BusError("the client is not connected; use it as 'async with AsyncClient(...)'")
-        return self._connection
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish a raw message; raise BusError while the broker is unreachable."""
+        await self._connected_bus().publish(topic, payload, qos=qos, retain=retain)
 
     async def invoke(self, function: str, event: Any = None, *, timeout: float | None = None, request_id: str | None = None) -> InvokeResult:
         """Invoke a function and wait for its reply.
@@ -140,8 +141,10 @@ class AsyncClient:
     async def _request(self, topic: str, request: protocol.InvokeRequest, wait_s: float) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = future
+        payload = request.to_payload()
+        self._sent[request.id] = (topic, payload)
         try:
-            await self.connection.publish(topic, request.to_payload(), qos=1)
+            await self._connected_bus().publish(topic, payload, qos=1)
             return await asyncio.wait_for(future, wait_s)
         except asyncio.TimeoutError:
             raise InvocationError(
@@ -154,23 +157,35 @@ class AsyncClient:
             ) from None
         finally:
             self._pending.pop(request.id, None)
+            self._sent.pop(request.id, None)
 
-    async def _listen(self) -> None:
+    def _on_state(self, state: str) -> None:
+        if state == "connected" and self._sent:
+            # A request published as the broker went away may be lost. The
+            # gateway runs each id once, so sending it again is safe: a copy of
+            # a request it has seen gets the first one's reply, or none.
+            task = asyncio.ensure_future(self._resend(list(self._sent.values())))
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _resend(self, requests: list[tuple[str, bytes]]) -> None:
+        for topic, payload in requests:
+            await self._connected_bus().publish(topic, payload, qos=1)
+
+    def _on_reply(self, message: Message) -> None:
         try:
-            async for message in self.connection.messages():
-                try:
-                    reply = protocol.loads(message.payload)
-                except ValueError:
-                    continue
-                if not isinstance(reply, dict):
-                    continue
-                future = self._pending.get(reply.get("id"))
-                if future is not None and not future.done():
-                    future.set_result(reply)
-        except Exception as exc:  # The connection is gone: fail every waiting request.
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(BusError(f"lost the broker at {self.broker_url}: {exc}"))
+            reply = protocol.loads(message.payload)
+        except ValueError:
+            return
+        if not isinstance(reply, dict):
+            return
+        future = self._pending.get(reply.get("id"))
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def _connected_bus(self) -> Bus:
+        if self._bus is None:
+            raise BusError("the client is not connected; use it as 'async with AsyncClient(...)'")
+        return self._bus
 
 
 def _result_of(reply: dict[str, Any]) -> InvokeResult:

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 # Pools state is published at most this often, however fast it changes.
 STATE_PUBLISH_INTERVAL_S = 0.2
 ENERGY_SAMPLE_INTERVAL_S = 1.0
+BROKER_RESTART_PAUSE_S = 3.0
+RESEND_DELAY_S = 2.5
+# Published retained by the broker when the cloud's connection dies without a
+# goodbye, such as a SIGKILL, so no client keeps showing workers that are gone.
+OFFLINE_POOLS_STATE = {"ts": 0, "functions": {}, "status": "offline"}
 BUNDLED_FUNCTIONS = Path(__file__).resolve().parent.parent / "sample_functions"
 
 
@@ -112,6 +117,9 @@ class Cloud:
             on_message=self._route,
             on_state=self._bus_state,
             name="cloud",
+            will=(self.topics.pools_state, protocol.dumps(OFFLINE_POOLS_STATE)),
+            # The embedded amqtt broker speaks only 3.1.1: skip the MQTT 5 attempt.
+            mqtt5=False if self.broker is not None else None,
         )
         self.bus.start()
         await self.bus.wait_connected(timeout=10.0)
@@ -137,6 +145,7 @@ class Cloud:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, self._restart_broker_soon)
         if self.options.exit_on_stdin_eof:
             loop.add_reader(sys.stdin.fileno(), self._read_stdin, stop)
         try:
@@ -151,6 +160,24 @@ class Cloud:
         log.info("signal received; stopping")
         await self.stop()
         return 0
+
+    def _restart_broker_soon(self) -> None:
+        task = asyncio.ensure_future(self.restart_broker())
+        task.add_done_callback(_log_failure)
+
+    async def restart_broker(self, *, pause_s: float = BROKER_RESTART_PAUSE_S) -> None:
+        """Stop the embedded broker, wait `pause_s` seconds, and start it again (on SIGUSR1).
+
+        Every client, the cloud's own connection included, loses the broker
+        and reconnects: a way to see how the cloud rides out a broker outage.
+        """
+        if self.broker is None:
+            log.warning("SIGUSR1 restarts the embedded broker, and this cloud uses %s; nothing done", self.broker_url)
+            return
+        log.warning("restarting the embedded broker: down for %.1f s", pause_s)
+        await self.broker.stop()
+        await asyncio.sleep(pause_s)
+        await self.broker.start()
 
     def _read_stdin(self, stop: asyncio.Event) -> None:
         if not os.read(sys.stdin.fileno(), 4096):
@@ -189,6 +216,10 @@ class Cloud:
             # Retained state may have been lost with a broker restart.
             self._publish_pools_now()
             self._publish_energy()
+            if self.gateway is not None:
+                # Clients reconnect with a back-off of up to 2 s, and a reply sent
+                # before its client has subscribed again would reach nobody.
+                asyncio.get_running_loop().call_later(RESEND_DELAY_S, self.gateway.resend_undelivered)
 
     async def _publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, correlation_data: bytes | None = None) -> None:
         await self.bus.publish(topic, payload, qos=qos, retain=retain, correlation_data=correlation_data)

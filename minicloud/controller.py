@@ -27,6 +27,7 @@ import psutil
 from minicloud import errors
 from minicloud.energy import EnergyModel
 from minicloud.manifest import MAX_CONCURRENCY, FunctionConfig
+from minicloud.memory_watch import MemoryWatch
 from minicloud.pool import Invocation, Plan, Pool, Rejection, WorkerRecord
 from minicloud.protocol import Report, billed_ms
 from minicloud.workers import WorkerProcess, describe_exit
@@ -79,6 +80,7 @@ class Controller:
         self.measured_cpu_ms: Callable[[int | None], float | None] = lambda pid: None
         self._stopping = False
         self._loop = asyncio.get_running_loop()
+        self._memory = MemoryWatch(self._loop, self._memory_exceeded)
         self.totals: dict[str, dict[str, float]] = {}
 
     def __repr__(self) -> str:
@@ -254,6 +256,7 @@ class Controller:
             log.warning("sending request %s to worker %s failed: %s", invocation.request_id, worker.id, exc)
             return
         self._timers[f"run:{worker.id}"] = self._loop.call_later(timeout_s, self._invocation_timed_out, worker.id)
+        self._memory.watch(worker.id, process.pid, pool.config.memory_mb)
 
     def _retire(self, worker: WorkerRecord) -> None:
         process = self._processes.get(worker.id)
@@ -311,6 +314,7 @@ class Controller:
 
     def _finish(self, pool: Pool, worker: WorkerRecord, header: dict[str, Any], body: bytes, now: float) -> None:
         self._cancel_timer(f"run:{worker.id}")
+        self._memory.unwatch(worker.id)
         invocation = worker.current
         if invocation is None:
             return
@@ -331,6 +335,7 @@ class Controller:
 
     def _on_worker_exit(self, process: WorkerProcess, exit_code: int) -> None:
         self._processes.pop(process.id, None)
+        self._memory.unwatch(process.id)
         entry = self._records.pop(process.id, None)
         for prefix in ("init", "run", "kill"):
             self._cancel_timer(f"{prefix}:{process.id}")
@@ -341,8 +346,8 @@ class Controller:
         state = worker.state
         if state == "draining" and worker.current is None:
             log.info("worker %s pid %s of %s stopped (%s)", worker.id, process.pid, pool.config.name, how)
-        elif worker.timed_out:
-            log.warning("worker %s pid %s of %s killed after its timeout", worker.id, process.pid, pool.config.name)
+        elif worker.killed:
+            log.warning("worker %s pid %s of %s killed for its timeout or memory limit", worker.id, process.pid, pool.config.name)
         else:
             log.error("worker %s pid %s of %s %s while %s", worker.id, process.pid, pool.config.name, how, state)
 
@@ -390,26 +395,47 @@ class Controller:
     def _invocation_timed_out(self, worker_id: str) -> None:
         self._timers.pop(f"run:{worker_id}", None)
         entry = self._records.get(worker_id)
+        if entry is None:
+            return
+        pool = entry[0]
+        timeout_s = pool.config.timeout_s
+        message = (
+            f"{pool.config.name!r} ran past its timeout of {timeout_s:g} s and its worker was killed; "
+            "raise timeout_s in function.toml or make the handler faster"
+        )
+        self._kill_in_flight(worker_id, errors.TIMEOUT, message, duration_ms=timeout_s * 1000)
+
+    def _memory_exceeded(self, worker_id: str, resident_mb: float) -> None:
+        entry = self._records.get(worker_id)
+        if entry is None:
+            return
+        pool = entry[0]
+        message = (
+            f"{pool.config.name!r} used {resident_mb:.0f} MB, past its memory_mb of {pool.config.memory_mb}, "
+            "and its worker was killed; raise memory_mb in function.toml or use less memory"
+        )
+        self._kill_in_flight(worker_id, errors.OUT_OF_MEMORY, message)
+
+    def _kill_in_flight(self, worker_id: str, error_type: str, message: str, *, duration_ms: float | None = None) -> None:
+        """Kill a busy worker's process group and reply to its invocation with a platform error."""
+        entry = self._records.get(worker_id)
         process = self._processes.get(worker_id)
-        if entry is None or process is None:
+        if entry is None or process is None or entry[1].current is None:
             return
         pool, worker = entry
         invocation = worker.current
-        if invocation is None:
-            return
-        cpu_ms = _process_cpu_ms(process.pid) - worker.cpu_ms
-        worker.timed_out = True
+        cpu_ms = _process_cpu_ms(process.pid) - worker.init_cpu_ms - worker.cpu_ms
+        worker.killed = True
         worker.set_state("draining")
         process.kill()
-        timeout_s = pool.config.timeout_s
-        report = self._report(pool, worker, invocation, duration_ms=timeout_s * 1000, cpu_ms=max(0.0, cpu_ms))
-        error = errors.platform_error(
-            errors.TIMEOUT,
-            f"{pool.config.name!r} ran past its timeout of {timeout_s:g} s and its worker was killed; "
-            "raise timeout_s in function.toml or make the handler faster",
-        )
-        log.warning("request %s on worker %s timed out after %g s", invocation.request_id, worker_id, timeout_s)
-        self._complete(invocation, Outcome(ok=False, error=error, report=report))
+        self._cancel_timer(f"run:{worker_id}")
+        self._memory.unwatch(worker_id)
+        if duration_ms is None:
+            duration_ms = (time.monotonic() - (invocation.dispatched or invocation.received)) * 1000
+        # NOTE: psutil counts in 10 ms clock ticks, so this cpu_ms is coarse.
+        report = self._report(pool, worker, invocation, duration_ms=duration_ms, cpu_ms=max(0.0, cpu_ms))
+        log.warning("request %s on worker %s pid %s: %s", invocation.request_id, worker_id, process.pid, message)
+        self._complete(invocation, Outcome(ok=False, error=errors.platform_error(error_type, message), report=report))
 
     # -- results -------------------------------------------------------------
 
@@ -514,6 +540,7 @@ class Controller:
         kill_deadline = time.monotonic() + 2.0
         while self._processes and time.monotonic() < kill_deadline:
             await asyncio.sleep(0.02)
+        self._memory.stop()
         for handle in list(self._timers.values()) + list(self._retire_timers.values()):
             handle.cancel()
         self._timers.clear()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 DEDUPLICATION_WINDOW_S = 600.0
 MAX_REMEMBERED_REQUESTS = 100_000
+# Replies that met a broker outage are held this long, at most this many.
+UNDELIVERED_TTL_S = 60.0
+MAX_UNDELIVERED = 10_000
 
 Publish = Callable[..., Awaitable[None]]
 
@@ -61,6 +64,8 @@ class Gateway:
         # request id -> (monotonic expiry, reply payload or None while running)
         self._seen: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
         self._accepting = True
+        # (monotonic expiry, topic, payload, correlation data) of replies that met a broker outage
+        self._undelivered: deque[tuple[float, str, bytes, bytes | None]] = deque(maxlen=MAX_UNDELIVERED)
         self.unparseable_count = 0
         self.retained_count = 0
 
@@ -200,7 +205,34 @@ class Gateway:
             seen.popitem(last=False)
 
     def _send(self, topic: str, payload: bytes, correlation_data: bytes | None, *, qos: int = 1) -> None:
-        self._spawn(self._publish(topic, payload, qos=qos, correlation_data=correlation_data))
+        if qos == 0:
+            self._spawn(self._publish(topic, payload, qos=0, correlation_data=correlation_data))
+        else:
+            self._spawn(self._send_reply(topic, payload, correlation_data))
+
+    async def _send_reply(self, topic: str, payload: bytes, correlation_data: bytes | None) -> None:
+        try:
+            await self._publish(topic, payload, qos=1, correlation_data=correlation_data)
+        except BusError as exc:
+            # The broker is away: keep the reply and send it after reconnecting.
+            if len(self._undelivered) == self._undelivered.maxlen:
+                log.error("a reply to %s was lost: %d replies already wait for the broker", topic, len(self._undelivered))
+            else:
+                log.warning("holding a reply to %s until the broker is back: %s", topic, exc)
+            self._undelivered.append((time.monotonic() + UNDELIVERED_TTL_S, topic, payload, correlation_data))
+
+    def resend_undelivered(self) -> None:
+        """Send the replies held while the broker was away (call after reconnecting)."""
+        now = time.monotonic()
+        held, self._undelivered = self._undelivered, deque(maxlen=MAX_UNDELIVERED)
+        expired = 0
+        for expires, topic, payload, correlation_data in held:
+            if expires < now:
+                expired += 1
+                continue
+            self._spawn(self._send_reply(topic, payload, correlation_data))
+        if held:
+            log.info("sending %d held replies (%d expired)", len(held) - expired, expired)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)

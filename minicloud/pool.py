@@ -58,7 +58,7 @@ class WorkerRecord:
     ready_at: float | None = None  # monotonic time the init phase ended
     current: Invocation | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
-    timed_out: bool = False
+    killed: bool = False  # killed by the controller for a timeout or the memory limit
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} {self.state} pid={self.pid} invocations={self.invocations}>"
@@ -157,6 +157,16 @@ class Pool:
                 f"enable it with: minicloud scale {name} --max N",
             )])
 
+        if self.is_backing_off(now) and not self.active_count:
+            # The last init phase failed: fail fast with its error instead of
+            # forking a worker for every request while the code is broken.
+            error = self.last_init_error
+            return Plan(rejections=[Rejection(
+                invocation, error["type"],
+                f"{error['message']} (init failed {self._init_failures} times; the next request "
+                f"after {self._backoff_until - now:.1f} s starts a worker again, or deploy a fix now)",
+            )])
+
         coming = self._starting_count() + max(0, self.config.max_concurrency - self.active_count)
         has_idle = any(self._is_assignable(worker) for worker in self.workers.values())
         if not has_idle and len(self.queue) - coming >= self.config.queue_size:
@@ -169,6 +179,10 @@ class Pool:
 
         self.queue.append(invocation)
         return self.schedule(now)
+
+    def is_backing_off(self, now: float) -> bool:
+        """Return whether a failed init phase keeps new workers from starting until the back-off ends."""
+        return self.last_init_error is not None and now < self._backoff_until
 
     def expire(self, invocation: Invocation) -> Plan:
         """Reject a request whose wait in the queue ran past its deadline."""
@@ -330,4 +344,6 @@ class Pool:
         }
         if self.last_init_error is not None:
             body["init_error"] = self.last_init_error
+            body["init_failures"] = self._init_failures
+            body["broken"] = True
         return body

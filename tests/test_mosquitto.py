@@ -104,10 +104,47 @@ async def test_live_retained_request_never_runs(start_cloud, mosquitto):
 
     async with AsyncClient(url) as client:
         before = await client.invoke("hello", {})
-        await client.connection.publish(
+        await client.publish(
             TOPICS.invoke("hello"), json.dumps({"id": "kept", "reply_to": "v5/none"}).encode(), retain=True
         )
         await asyncio.sleep(1.0)
         after = await client.invoke("hello", {})
     assert after.result["warm_invocations"] == before.result["warm_invocations"] + 1
     assert "retained requests never run" in cloud.log_text()
+
+
+@pytest.mark.timeout(90)
+def test_restarted_controller_finds_no_stale_state(start_cloud, mosquitto):
+    import signal as signals
+
+    from minicloud.client import Client
+
+    url, port = mosquitto
+    first = start_cloud(broker_url=url)
+    with first.client() as client:
+        client.invoke("hello", {})
+    first.stop(signals.SIGKILL)
+
+    async def read_state() -> dict:
+        client = await _v5_client(port)
+        try:
+            await client.subscribe(TOPICS.pools_state, qos=1)
+            async for message in client.messages:
+                return json.loads(message.payload)
+        finally:
+            await client.__aexit__(None, None, None)
+
+    # The broker publishes the cloud's last will once it notices the dead connection.
+    deadline = time.monotonic() + 60
+    state = asyncio.run(asyncio.wait_for(read_state(), 10))
+    while state.get("status") != "offline" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = asyncio.run(asyncio.wait_for(read_state(), 10))
+    assert state == {"ts": 0, "functions": {}, "status": "offline"}
+
+    second = start_cloud(broker_url=url)
+    with Client(url) as client:
+        pools = client.ls()["functions"]
+        assert all(pool["workers"] == [] for pool in pools.values())
+        assert client.invoke("hello", {}).report["start"] == "cold"
+    assert second.pid != first.pid
