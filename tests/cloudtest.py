@@ -119,6 +119,14 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
+def pid_alive(pid: int) -> bool:
+    """Return whether a process with this pid runs; a zombie counts as gone."""
+    try:
+        return alive(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_until(condition: Any, timeout: float, interval: float = 0.05, message: str = "condition") -> Any:
     """Poll `condition` until it returns a true value; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

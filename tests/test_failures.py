@@ -7,10 +7,9 @@ import signal
 import threading
 import time
 
-import psutil
 import pytest
 
-from cloudtest import alive, wait_until, write_function
+from cloudtest import pid_alive, wait_until, write_function
 from minicloud.client import FunctionError, InvocationError
 
 TROUBLE = """
@@ -66,9 +65,9 @@ def test_timeout_while_printing_kills_worker_and_children(cloud):
         assert raised.value.error_type == "Timeout"
         assert time.monotonic() - started < 2.0
         pid = raised.value.report["pid"]
-        wait_until(lambda: not psutil.pid_exists(pid) or not alive(psutil.Process(pid)), timeout=2, message="the worker to die")
+        wait_until(lambda: not pid_alive(pid), timeout=2, message="the worker to die")
         child_pid = int(open(f"/tmp/minicloud-test-child-{pid}").read())
-        wait_until(lambda: not psutil.pid_exists(child_pid) or not alive(psutil.Process(child_pid)), timeout=2, message="its child to die")
+        wait_until(lambda: not pid_alive(child_pid), timeout=2, message="its child to die")
 
         after = client.invoke("trouble", {"kind": "ok"})
         assert after.result["pid"] != pid
@@ -103,7 +102,7 @@ def test_memory_limit_is_out_of_memory(cloud):
         assert raised.value.error_type == "OutOfMemory"
         assert "memory_mb of 128" in raised.value.error["message"]
         pid = raised.value.report["pid"]
-        wait_until(lambda: not psutil.pid_exists(pid) or not alive(psutil.Process(pid)), timeout=2, message="the worker to die")
+        wait_until(lambda: not pid_alive(pid), timeout=2, message="the worker to die")
         assert client.invoke("patient", {"kind": "ok"}).result["pid"] != pid
 
 

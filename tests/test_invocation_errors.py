@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudtest import wait_until, write_function
+from cloudtest import pid_alive, wait_until, write_function
 from minicloud.client import FunctionError, InvocationError
 
 FAILING = """
@@ -58,15 +58,6 @@ def handler(event, context):
         "env": dict(os.environ),
     }
 """
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
@@ -125,7 +116,7 @@ def test_timeout_kills_the_worker(failing_cloud):
         assert raised.value.error_type == "Timeout"
         assert elapsed < 2.0
         # SIGKILL was sent when the reply went out; the exit follows within moments.
-        wait_until(lambda: not _alive(pid), timeout=2, message=f"worker {pid} to be killed")
+        wait_until(lambda: not pid_alive(pid), timeout=2, message=f"worker {pid} to be killed")
 
         after = client.invoke("failing", {"kind": "ok"})
         assert after.result["pid"] != pid

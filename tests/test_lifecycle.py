@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from cloudtest import wait_until, write_function
+from cloudtest import pid_alive, wait_until, write_function
 
 COUNTER = """
 import os
@@ -69,7 +69,7 @@ def test_idle_worker_scales_to_zero(start_cloud, tmp_path):
         pid = first.result["pid"]
         assert psutil.pid_exists(pid)
 
-        wait_until(lambda: not _pid_alive(pid), timeout=10, message=f"worker {pid} to exit after keep_warm_s")
+        wait_until(lambda: not pid_alive(pid), timeout=10, message=f"worker {pid} to exit after keep_warm_s")
         state = client.ls()["functions"]["counter"]
         assert state["workers"] == []
 
@@ -121,7 +121,7 @@ def test_request_during_drain_is_served(start_cloud, tmp_path):
         result = client.invoke("drainer", {})
         assert result.result["pid"] != old_pid
         assert result.report["start"] == "cold"
-    wait_until(lambda: not _pid_alive(old_pid), timeout=10, message="the draining worker to exit")
+    wait_until(lambda: not pid_alive(old_pid), timeout=10, message="the draining worker to exit")
 
 
 @pytest.mark.timeout(60)
@@ -158,13 +158,6 @@ def _count_state(client, function: str, state: str) -> int:
     return sum(1 for worker in workers if worker["state"] == state)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.mark.timeout(60)
 def test_exit_during_init_fails_fast_without_fork_loop(start_cloud, tmp_path):
     write_function(tmp_path, "dies", "import os\nos._exit(1)\n\ndef handler(event, context):\n    return 1\n")
@@ -192,7 +185,7 @@ def test_removed_function_busy_worker_exits(start_cloud, tmp_path):
         client.control("remove", {"function": "slow"})
         outcome = running.result(timeout=10)
         assert "slow" not in client.ls()["functions"]
-    wait_until(lambda: not _pid_alive(outcome.result["pid"]), timeout=5, message="the removed function's worker to exit")
+    wait_until(lambda: not pid_alive(outcome.result["pid"]), timeout=5, message="the removed function's worker to exit")
 
 
 @pytest.mark.timeout(60)

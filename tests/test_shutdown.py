@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from cloudtest import wait_until, write_function
+from cloudtest import pid_alive, wait_until, write_function
 
 # Starts a child process that would sleep for a minute, to check that
 # processes a handler started die with its worker.
@@ -23,13 +23,6 @@ def handler(event, context):
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.mark.timeout(60)
 def test_sigkill_of_cloud_kills_workers_and_children(start_cloud, tmp_path):
     write_function(tmp_path, "spawner", SPAWNER, "max_concurrency = 3\n")
@@ -37,15 +30,15 @@ def test_sigkill_of_cloud_kills_workers_and_children(start_cloud, tmp_path):
     with cloud.client() as client:
         outcome = client.invoke("spawner", {})
     worker_pid, child_pid = outcome.result["pid"], outcome.result["child"]
-    assert _alive(worker_pid)
-    assert _alive(child_pid)
+    assert pid_alive(worker_pid)
+    assert pid_alive(child_pid)
     workers = cloud.worker_pids()
     assert worker_pid in workers
 
     cloud.process.kill()
     cloud.process.wait(5)
     started = time.monotonic()
-    wait_until(lambda: not any(_alive(pid) for pid in workers | {child_pid}), timeout=5, message="workers to exit")
+    wait_until(lambda: not any(pid_alive(pid) for pid in workers | {child_pid}), timeout=5, message="workers to exit")
     assert time.monotonic() - started < 5
 
 
@@ -69,8 +62,8 @@ def test_sigterm_drains_in_flight_then_exits(start_cloud, tmp_path):
     caller.join(15)
     assert status == 0
     assert outcome["result"].result["pid"] in workers  # the in-flight invocation finished
-    assert not any(_alive(pid) for pid in workers)
-    assert not _alive(outcome["result"].result["child"])
+    assert not any(pid_alive(pid) for pid in workers)
+    assert not pid_alive(outcome["result"].result["child"])
     assert "no workers left" in cloud.log_text()
 
 
@@ -97,7 +90,7 @@ def test_worker_killed_from_outside_is_replaced(start_cloud, tmp_path):
         caller.join(5)
         assert outcome["error"].error_type == "WorkerCrashed"
         assert "SIGKILL" in outcome["error"].error["message"]
-        assert not _alive(first.result["child"])
+        assert not pid_alive(first.result["child"])
 
         again = client.invoke("spawner", {})
         assert again.result["pid"] != first.result["pid"]
