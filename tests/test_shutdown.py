@@ -40,6 +40,12 @@ def test_sigkill_of_cloud_kills_workers_and_children(start_cloud, tmp_path):
     started = time.monotonic()
     wait_until(lambda: not any(pid_alive(pid) for pid in workers | {child_pid}), timeout=5, message="workers to exit")
     assert time.monotonic() - started < 5
+    # No zombie stays either: once the fork server is gone, init reaps the workers.
+    wait_until(
+        lambda: not any(psutil.pid_exists(pid) for pid in workers | {child_pid}),
+        timeout=10,
+        message="the workers to be reaped",
+    )
 
 
 @pytest.mark.timeout(90)
