@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import sys
@@ -142,12 +143,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _run_up(args: argparse.Namespace) -> int:
     from minicloud.cloud import Cloud, CloudOptions
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.broker is None and not 0 < args.port < 65536:
         print(f"minicloud: invalid --port {args.port}; use 1 to 65535", file=sys.stderr)
+        return EXIT_USAGE
+    if args.broker is None and not _is_loopback(args.host):
+        # The embedded broker has no authentication yet, and a deploy over the
+        # bus loads code onto this host: an open listener would let anyone who
+        # reaches it run code here.
+        print(
+            f"minicloud: refusing to bind the embedded broker to {args.host}: it has no authentication, "
+            "and anyone who reaches it could deploy code to this host; bind 127.0.0.1, or run Mosquitto "
+            "with a password file and pass --broker mqtt://user:password@host:port",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     overrides = {key: getattr(args, f"energy_{key}") for _, key, _ in ENERGY_OPTIONS if getattr(args, f"energy_{key}") is not None}
     if "baseline_vcpus" in overrides:

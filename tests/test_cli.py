@@ -159,3 +159,11 @@ def test_tui_without_terminal_exits():
     done = run_cli("tui", "--broker", f"mqtt://127.0.0.1:{free_port()}", stdin="")
     assert done.returncode == 2
     assert "needs a terminal" in done.stderr
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_up_refuses_open_embedded_broker(host):
+    done = run_cli("up", "--host", host, "--port", str(free_port()))
+    assert done.returncode == 64
+    assert f"refusing to bind the embedded broker to {host}" in done.stderr
