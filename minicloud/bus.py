@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 BROKER_URL_VARIABLE = "MINICLOUD_BROKER"
+# A URL with a user name and no password takes it from one of these, so it
+# stays out of shell history and process listings.
+PASSWORD_VARIABLE = "MINICLOUD_BROKER_PASSWORD"
+PASSWORD_FILE_VARIABLE = "MINICLOUD_BROKER_PASSWORD_FILE"
 
 # With Nagle's algorithm on, a small publish waits for the previous ACK, and
 # a QoS 1 round trip costs tens of milliseconds instead of one or two.
@@ -66,6 +70,21 @@ def default_broker_url() -> str:
     return os.environ.get(BROKER_URL_VARIABLE) or DEFAULT_BROKER_URL
 
 
+def _password_from_environment() -> str | None:
+    """Return the broker password from $MINICLOUD_BROKER_PASSWORD or the file $MINICLOUD_BROKER_PASSWORD_FILE names."""
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if password:
+        return password
+    path = os.environ.get(PASSWORD_FILE_VARIABLE)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as password_file:
+            return password_file.readline().rstrip("\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read the broker password file {path} (from ${PASSWORD_FILE_VARIABLE}): {exc}") from exc
+
+
 def parse_broker_url(text: str) -> BrokerUrl:
     """Parse a broker URL; raise ValueError naming the URL and the expected form."""
     parts = urlsplit(text)
@@ -85,6 +104,8 @@ def parse_broker_url(text: str) -> BrokerUrl:
         raise ValueError(f"invalid port 0 in broker URL {text!r}: use 1 to 65535")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
+    if username and password is None:
+        password = _password_from_environment()
     return BrokerUrl(parts.hostname, port, parts.scheme == "mqtts", username, password)
 
 

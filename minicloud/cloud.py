@@ -21,7 +21,7 @@ from typing import Any
 
 from minicloud import protocol
 from minicloud.broker import EmbeddedBroker
-from minicloud.bus import Bus, Message
+from minicloud.bus import Bus, Message, parse_broker_url
 from minicloud.control import ControlHandler
 from minicloud.controller import Controller
 from minicloud.energy import EnergyModel
@@ -155,7 +155,7 @@ class Cloud:
             await self.stop()
             return 2
         functions = ", ".join(sorted(self.controller.pools)) or "none"
-        print(f"minicloud ready on {self.broker_url} (namespace {self.topics.namespace}; functions: {functions})", file=sys.stderr, flush=True)
+        print(f"minicloud ready on {parse_broker_url(self.broker_url)} (namespace {self.topics.namespace}; functions: {functions})", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("signal received; stopping")
         await self.stop()
@@ -172,7 +172,10 @@ class Cloud:
         and reconnects: a way to see how the cloud rides out a broker outage.
         """
         if self.broker is None:
-            log.warning("SIGUSR1 restarts the embedded broker, and this cloud uses %s; nothing done", self.broker_url)
+            log.warning(
+                "SIGUSR1 restarts the embedded broker, and this cloud uses %s; nothing done",
+                parse_broker_url(self.broker_url),
+            )
             return
         log.warning("restarting the embedded broker: down for %.1f s", pause_s)
         await self.broker.stop()

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,3 +149,60 @@ def test_restarted_controller_finds_no_stale_state(start_cloud, mosquitto):
         assert all(pool["workers"] == [] for pool in pools.values())
         assert client.invoke("hello", {}).report["start"] == "cold"
     assert second.pid != first.pid
+
+
+@pytest.fixture
+def mosquitto_with_password(tmp_path):
+    if MOSQUITTO is None or shutil.which("mosquitto_passwd") is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "cloud", "s3cret-pass"], check=True, capture_output=True)
+    port = free_port()
+    config = tmp_path / "secure.conf"
+    # Run as root, mosquitto drops to its own user, who cannot read pytest's
+    # private temporary folders; "user root" keeps it able to read the file.
+    keep_user = "user root\n" if os.geteuid() == 0 else ""
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\npersistence false\n{keep_user}"
+    )
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("mosquitto did not start")
+            time.sleep(0.05)
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_password_from_environment_never_shown(start_cloud, mosquitto_with_password):
+    port = mosquitto_with_password
+    url = f"mqtt://cloud@127.0.0.1:{port}"
+    cloud = start_cloud(broker_url=url, env={"MINICLOUD_BROKER_PASSWORD": "s3cret-pass"})
+    assert "s3cret-pass" not in cloud.log_text()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "minicloud", "invoke", "hello", "--broker", url],
+        capture_output=True, text=True, timeout=30,
+        env={**os.environ, "MINICLOUD_BROKER_PASSWORD": "s3cret-pass"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hello, world!" in done.stdout
+
+    wrong = subprocess.run(
+        [sys.executable, "-m", "minicloud", "invoke", "hello", "--broker", f"mqtt://cloud:wrong-pass@127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert wrong.returncode == 2
+    assert f"mqtt://cloud@127.0.0.1:{port}" in wrong.stderr
+    assert "wrong-pass" not in wrong.stderr
+    assert "s3cret-pass" not in cloud.log_text()

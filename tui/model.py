@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from minicloud.bus import parse_broker_url
 from minicloud.protocol import WORKER_STATES
 
 REQUEST_LOG_SIZE = 2000
@@ -255,10 +256,18 @@ class ConnectionInfo:
         if state != self.state or not self.since:
             self.since = now
         self.state = state
-        self.url = url
+        self.url = _without_password(url)
 
     def shown_state(self, now: float) -> str:
         """Return the state to show: a connection that stays down longer than LOST_AFTER_S is "lost"."""
         if self.state in ("connecting", "reconnecting") and now - self.since > LOST_AFTER_S:
             return "lost"
         return self.state
+
+
+def _without_password(url: str) -> str:
+    """Return the broker URL as shown on screen: its password left out."""
+    try:
+        return str(parse_broker_url(url))
+    except ValueError:
+        return url
