@@ -126,7 +126,7 @@ StateCallback = Callable[[str], None]
 
 def _make_client(url: BrokerUrl, protocol: ProtocolVersion, *, timeout: float, will: aiomqtt.Will | None) -> aiomqtt.Client:
     tls_context = ssl.create_default_context() if url.tls else None
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         url.host,
         url.port,
         username=url.username,
@@ -140,6 +140,10 @@ def _make_client(url: BrokerUrl, protocol: ProtocolVersion, *, timeout: float, w
         tls_context=tls_context,
         socket_options=TCP_NODELAY_OPTIONS,
     )
+    # aiomqtt warns once per publish beyond 10 awaiting their acknowledgement,
+    # which is every publish of a busy gateway: raise the bar to the in-flight limit.
+    client.pending_calls_threshold = 1000
+    return client
 
 
 async def _open_client(

@@ -36,7 +36,7 @@ def mosquitto(tmp_path):
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     port = free_port()
     config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:
@@ -165,7 +165,8 @@ def mosquitto_with_password(tmp_path):
     # private temporary folders; "user root" keeps it able to read the file.
     keep_user = "user root\n" if os.geteuid() == 0 else ""
     config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\npersistence false\n{keep_user}"
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\npersistence false\n"
+        f"set_tcp_nodelay true\n{keep_user}"
     )
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
