@@ -197,6 +197,12 @@ async def test_filter_request_log(fake_client: FakeCloudClient) -> None:
         assert len(lines) == 2
         assert all("COLD" in line for line in lines)
 
+        # Esc clears the filter again.
+        await pilot.press("slash", "escape")
+        await pilot.pause()
+        assert app.query_one(RequestLog).filter_text == ""
+        assert len(log_lines(app)) == 6
+
 
 async def test_pause_holds_tail(fake_client: FakeCloudClient) -> None:
     app = make_app(fake_client)

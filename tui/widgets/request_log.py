@@ -38,7 +38,7 @@ def line_of(record: RequestRecord) -> Text:
 class RequestLog(Vertical):
     """The request log with its filter box; records come from the app's model."""
 
-    BINDINGS = [Binding("escape", "close_filter", "Close filter", show=False)]
+    BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False)]
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -76,8 +76,16 @@ class RequestLog(Vertical):
         box.focus()
 
     def action_close_filter(self) -> None:
+        """Hide the filter box and keep its filter, shown in the title (Enter)."""
         box = self.query_one("#request-filter", Input)
         box.display = bool(self.filter_text)
+        self.screen.focus_next()
+
+    def action_clear_filter(self) -> None:
+        """Clear the filter and hide its box (Esc), as Esc does in k9s."""
+        box = self.query_one("#request-filter", Input)
+        box.value = ""  # Input.Changed tells the app, which shows every record again.
+        box.display = False
         self.screen.focus_next()
 
     def toggle_pause(self) -> bool:
