@@ -88,7 +88,7 @@ def start_cloud(
 ) -> subprocess.Popen:
     """Run `minicloud up` with its own broker on `port`, or on `broker_url`; return once it is ready.
 
-    The cloud's stderr goes to `log_path`, so a full pipe can never block it.
+    The cloud's stderr goes to `log_path`, a file rather than a pipe, which would block the cloud once full.
     Two clouds on one broker need different namespaces.
     """
     command = [sys.executable, "-m", "minicloud", "up", "--functions", str(functions), "--log-level", "WARNING", "--namespace", namespace]
@@ -137,7 +137,7 @@ def start_mosquitto(processes: Processes, folder: Path, *, tcp_nodelay: bool = F
 
 
 def start_echo(processes: Processes, url: str, prefix: str) -> subprocess.Popen:
-    """Run `benchmarks.echo`, a plain MQTT client in its own process that answers every request."""
+    """Run `benchmarks.echo`, a plain MQTT client in its own process that replies to every request."""
     process = processes.add(subprocess.Popen(
         [sys.executable, "-m", "benchmarks.echo", url, prefix],
         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, cwd=Path(__file__).resolve().parent.parent,

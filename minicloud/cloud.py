@@ -41,8 +41,8 @@ RESEND_DELAY_S = 2.5
 # Published retained by the broker when the cloud's connection dies without a
 # goodbye, such as a SIGKILL, so no client keeps showing workers that are gone.
 OFFLINE_POOLS_STATE = {"ts": 0, "functions": {}, "status": "offline"}
-# NOTE: found beside the package, as in a checkout or an editable install; a
-# wheel does not carry it, and `up` then logs that the folder is missing.
+# NOTE: found beside the package, as in a checkout or an editable install.
+# A wheel does not carry it, so `up` then logs that the folder is missing.
 BUNDLED_FUNCTIONS = Path(__file__).resolve().parent.parent / "sample_functions"
 
 
@@ -223,7 +223,7 @@ class Cloud:
             self._publish_energy()
             if self.gateway is not None:
                 # Clients reconnect with a back-off of up to 2 s, and a reply sent
-                # before its client has subscribed again would reach nobody.
+                # before its client has subscribed again would reach no subscriber.
                 asyncio.get_running_loop().call_later(RESEND_DELAY_S, self.gateway.resend_undelivered)
 
     async def _publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, correlation_data: bytes | None = None) -> None:

@@ -7,7 +7,7 @@
 
 Everything runs on one event loop, so the pools need no locks. Only
 forking a worker runs in a thread, because it blocks for a few
-milliseconds. The controller answers each invocation once, through the
+milliseconds. The controller completes each invocation once, through the
 `on_complete` callback that the gateway gives it.
 """
 

@@ -119,7 +119,6 @@ class Gateway:
             request_id=request.id,
             function=function,
             event_json=event_json,
-            timeout_ms=request.timeout_ms,
             received=now,
             queue_deadline=now + wait_s,
             context=target,

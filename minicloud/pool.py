@@ -31,7 +31,6 @@ class Invocation:
     request_id: str
     function: str
     event_json: bytes
-    timeout_ms: int | None
     received: float  # time.monotonic() at arrival
     queue_deadline: float  # monotonic time after which a queued request gets Timeout
     context: Any = None  # what the gateway needs to reply
@@ -57,7 +56,6 @@ class WorkerRecord:
     init_cpu_ms: float = 0.0
     ready_at: float | None = None  # monotonic time the init phase ended
     current: Invocation | None = None
-    started_monotonic: float = field(default_factory=time.monotonic)
     killed: bool = False  # killed by the controller for a timeout or the memory limit
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ fails these tests. On a machine without it they are skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -28,29 +30,41 @@ MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sb
 TOPICS = protocol.Topics()
 
 
-@pytest.fixture
-def mosquitto(tmp_path):
-    if MOSQUITTO is None:
+def _require_mosquitto() -> None:
+    if MOSQUITTO is None or shutil.which("mosquitto_passwd") is None:
         if os.environ.get("CI"):
             pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+@contextlib.contextmanager
+def _running_mosquitto(config: Path, settings: str) -> Iterator[int]:
+    """Run mosquitto on a free port with `settings` added to its config; yield the port."""
     port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
+    config.write_text(f"listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true\n{settings}")
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(f"mosquitto did not start: {process.stderr.read().decode()}")
-            time.sleep(0.05)
-    yield f"mqtt://127.0.0.1:{port}", port
-    process.terminate()
-    process.wait(10)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    raise RuntimeError(f"mosquitto did not start: {process.stderr.read().decode()}") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    _require_mosquitto()
+    with _running_mosquitto(tmp_path / "mosquitto.conf", "allow_anonymous true\n") as port:
+        yield f"mqtt://127.0.0.1:{port}", port
 
 
 @pytest.mark.timeout(60)
@@ -153,35 +167,15 @@ def test_restarted_controller_finds_no_stale_state(start_cloud, mosquitto):
 
 @pytest.fixture
 def mosquitto_with_password(tmp_path):
-    if MOSQUITTO is None or shutil.which("mosquitto_passwd") is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    _require_mosquitto()
     passwords = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "cloud", "s3cret-pass"], check=True, capture_output=True)
-    port = free_port()
-    config = tmp_path / "secure.conf"
     # Run as root, mosquitto drops to its own user, who cannot read pytest's
     # private temporary folders; "user root" keeps it able to read the file.
     keep_user = "user root\n" if os.geteuid() == 0 else ""
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\npersistence false\n"
-        f"set_tcp_nodelay true\n{keep_user}"
-    )
-    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("mosquitto did not start")
-            time.sleep(0.05)
-    yield port
-    process.terminate()
-    process.wait(10)
+    settings = f"allow_anonymous false\npassword_file {passwords}\n{keep_user}"
+    with _running_mosquitto(tmp_path / "secure.conf", settings) as port:
+        yield port
 
 
 @pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ def _pool(**settings) -> Pool:
 
 
 def _invocation(number: int, now: float = 0.0) -> Invocation:
-    return Invocation(f"r{number}", "f", b"{}", None, received=now, queue_deadline=now + 10)
+    return Invocation(f"r{number}", "f", b"{}", received=now, queue_deadline=now + 10)
 
 
 def test_burst_spawns_at_most_max_concurrency():

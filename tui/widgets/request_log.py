@@ -84,7 +84,7 @@ class RequestLog(Vertical):
     def action_clear_filter(self) -> None:
         """Clear the filter and hide its box (Esc), as Esc does in k9s."""
         box = self.query_one("#request-filter", Input)
-        box.value = ""  # Input.Changed tells the app, which shows every record again.
+        box.value = ""  # Input.Changed reaches the app, which shows every record again.
         box.display = False
         self.screen.focus_next()
 

@@ -40,9 +40,9 @@ class WattsPanel(Vertical):
         self.border_title = "Watts"
 
     def show_energy(self, energy: dict[str, Any], history: Sequence[float]) -> None:
-        # Sparkline scales from the lowest sample to the highest, which blows a
-        # change of a few milliwatts up to full height; a leading 0 anchors the
-        # scale at zero watts, and the subtitle gives its top.
+        # Sparkline scales from the lowest sample to the highest, so a change of
+        # a few milliwatts fills the full height. A leading 0 anchors the scale
+        # at zero watts, and the subtitle gives its top.
         self.query_one("#watts-sparkline", Sparkline).data = [0.0, *history] if history else []
         self.border_subtitle = f"0 to {max(history):.2f} W" if history else ""
         self.query_one("#watts-summary", Static).update(summary_of(energy))
