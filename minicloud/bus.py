@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -39,6 +40,8 @@ BROKER_URL_VARIABLE = "MINICLOUD_BROKER"
 # stays out of shell history and process listings.
 PASSWORD_VARIABLE = "MINICLOUD_BROKER_PASSWORD"
 PASSWORD_FILE_VARIABLE = "MINICLOUD_BROKER_PASSWORD_FILE"
+# An mqtts:// URL trusts the system's CA certificates, or only the ones in this file.
+CA_FILE_VARIABLE = "MINICLOUD_BROKER_CA_FILE"
 
 # With Nagle's algorithm on, a small publish waits for the previous ACK, and
 # a QoS 1 round trip costs tens of milliseconds instead of one or two.
@@ -58,6 +61,7 @@ class BrokerUrl:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca_file: str | None = None
 
     def __str__(self) -> str:
         # The password is never part of the text form, which goes into logs.
@@ -106,7 +110,11 @@ def parse_broker_url(text: str) -> BrokerUrl:
     password = unquote(parts.password) if parts.password else None
     if username and password is None:
         password = _password_from_environment()
-    return BrokerUrl(parts.hostname, port, parts.scheme == "mqtts", username, password)
+    tls = parts.scheme == "mqtts"
+    ca_file = (os.environ.get(CA_FILE_VARIABLE) or None) if tls else None
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise ValueError(f"the CA file {ca_file} (from --ca-file or ${CA_FILE_VARIABLE}) does not exist")
+    return BrokerUrl(parts.hostname, port, tls, username, password, ca_file)
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ StateCallback = Callable[[str], None]
 
 
 def _make_client(url: BrokerUrl, protocol: ProtocolVersion, *, timeout: float, will: aiomqtt.Will | None) -> aiomqtt.Client:
-    tls_context = ssl.create_default_context() if url.tls else None
+    tls_context = ssl.create_default_context(cafile=url.ca_file) if url.tls else None
     client = aiomqtt.Client(
         url.host,
         url.port,
@@ -150,23 +158,70 @@ async def _open_client(
     url: BrokerUrl, *, timeout: float, will: aiomqtt.Will | None = None, mqtt5: bool | None = None
 ) -> aiomqtt.Client:
     """Connect with MQTT 5, or with 3.1.1 when the broker does not speak 5 or `mqtt5` is False."""
+    if mqtt5 is None and (url.username or will is not None):
+        # amqtt 0.12 misreads an MQTT 5 CONNECT that carries a will or a user
+        # name and waits for bytes that never come, so ask with a bare one first.
+        mqtt5 = await _speaks_mqtt5(url, timeout=timeout)
     if mqtt5 is not False:
         client = _make_client(url, ProtocolVersion.V5, timeout=timeout, will=will)
         try:
             await client.__aenter__()
             return client
         except aiomqtt.MqttCodeError as exc:
-            reason_code = getattr(exc.rc, "value", exc.rc)
-            if reason_code not in _UNSUPPORTED_PROTOCOL_CODES or mqtt5:
-                raise
-        except aiomqtt.MqttError:
-            # amqtt 0.12 misreads an MQTT 5 CONNECT that carries a will and
-            # waits for bytes that never come, so a time-out means "try 3.1.1".
-            if will is None or mqtt5:
+            if _reason_code(exc) not in _UNSUPPORTED_PROTOCOL_CODES or mqtt5:
                 raise
     client = _make_client(url, ProtocolVersion.V311, timeout=timeout, will=will)
     await client.__aenter__()
     return client
+
+
+async def _speaks_mqtt5(url: BrokerUrl, *, timeout: float) -> bool:
+    """Send an MQTT 5 CONNECT with no user name and no will, and tell from the CONNACK whether the broker speaks 5.
+
+    Any answer but "unsupported protocol version" means it does, "not
+    authorised" included. The probe costs one more connection, and a
+    broker that refuses anonymous clients logs it as a refused client.
+    """
+    anonymous = dataclasses.replace(url, username=None, password=None)
+    client = _make_client(anonymous, ProtocolVersion.V5, timeout=timeout, will=None)
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttCodeError as exc:
+        return _reason_code(exc) not in _UNSUPPORTED_PROTOCOL_CODES
+    with contextlib.suppress(Exception):
+        await client.__aexit__(None, None, None)
+    return True
+
+
+# CONNACK codes for a refused user name or password: 4 and 5 in MQTT 3.1.1,
+# 134 and 135 in MQTT 5.
+_AUTHENTICATION_CODES = {4, 5, 134, 135}
+
+
+def _next_step(exc: BaseException) -> str:
+    """Say what to do after a failed connection, by its cause."""
+    if isinstance(exc, aiomqtt.MqttCodeError) and _reason_code(exc) in _AUTHENTICATION_CODES:
+        return (
+            "the broker refused the user name or password: put the user in the URL (mqtt://USER@host:port) "
+            f"and the password in ${PASSWORD_VARIABLE} or a file named by ${PASSWORD_FILE_VARIABLE}"
+        )
+    if any(isinstance(cause, ssl.SSLError) for cause in _causes(exc)):
+        return f"check the TLS setup: an mqtts:// URL needs the broker's CA certificate, from --ca-file or ${CA_FILE_VARIABLE}"
+    return "start a cloud with 'minicloud up' or pass --broker URL"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """Return `exc` and the exceptions it was raised from: aiomqtt wraps socket and TLS errors in MqttError."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _reason_code(exc: aiomqtt.MqttCodeError) -> int:
+    return getattr(exc.rc, "value", exc.rc)
 
 
 class Connection:
@@ -202,10 +257,7 @@ async def connect(url: str | BrokerUrl, *, timeout: float = 5.0) -> AsyncIterato
         client = await asyncio.wait_for(_open_client(broker, timeout=timeout), timeout)
     except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise BusError(
-            f"cannot reach the broker at {broker}: {reason}; "
-            f"start a cloud with 'minicloud up' or pass --broker URL"
-        ) from exc
+        raise BusError(f"cannot reach the broker at {broker}: {reason}; {_next_step(exc)}") from exc
     try:
         yield Connection(client, broker)
     finally:
@@ -260,6 +312,7 @@ class Bus:
         self._stopping = False
         self._first_failure = asyncio.Event()
         self._first_failure_reason = ""
+        self._first_failure_next_step = ""
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "disconnected"
@@ -294,10 +347,7 @@ class Bus:
         if self._connected.is_set():
             return
         if fail_fast and self._first_failure_reason:
-            raise BusError(
-                f"cannot reach the broker at {self.url}: {self._first_failure_reason}; "
-                "start a cloud with 'minicloud up' or pass --broker URL"
-            )
+            raise BusError(f"cannot reach the broker at {self.url}: {self._first_failure_reason}; {self._first_failure_next_step}")
         raise BusError(f"cannot reach the broker at {self.url} within {timeout:g} s")
 
     async def stop(self) -> None:
@@ -340,6 +390,7 @@ class Bus:
             except (aiomqtt.MqttError, OSError) as exc:
                 if not self._first_failure.is_set():
                     self._first_failure_reason = str(exc) or type(exc).__name__
+                    self._first_failure_next_step = _next_step(exc)
                     self._first_failure.set()
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("%s: cannot reach the broker at %s (attempt %d): %s; retrying", self._name, self.url, attempt, exc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,14 +13,20 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
+import pytest
+from minicloud import protocol
 from minicloud.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_FUNCTIONS = REPO / "sample_functions"
 READY_TIMEOUT_S = 30.0
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+# Room for the topic and the packet header above the largest payload.
+MOSQUITTO_MAX_PACKET_SIZE = protocol.MAX_PAYLOAD_BYTES + 64 * 1024
 
 
 def free_port() -> int:
@@ -137,3 +145,43 @@ def wait_until(condition: Any, timeout: float, interval: float = 0.05, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def require_mosquitto() -> None:
+    """Skip the test when Mosquitto is not installed, or fail it in CI, which installs it."""
+    if MOSQUITTO is None or shutil.which("mosquitto_passwd") is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+@contextlib.contextmanager
+def running_mosquitto(config: Path, settings: str) -> Iterator[int]:
+    """Run mosquitto on a free port with `settings` added to its config; yield the port."""
+    port = free_port()
+    config.write_text(f"listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true\n{settings}")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    raise RuntimeError(f"mosquitto did not start: {process.stderr.read().decode()}") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def secured_mosquitto_settings(password_file: Path, acl_file: Path | None = None) -> str:
+    """Mosquitto settings as docs/deploy.md gives them: passwords, an optional ACL, a packet size limit."""
+    # Run as root, mosquitto drops to its own user, who cannot read pytest's
+    # private temporary folders; "user root" keeps it able to read the files.
+    keep_user = "user root\n" if os.geteuid() == 0 else ""
+    acl = f"acl_file {acl_file}\n" if acl_file else ""
+    return f"allow_anonymous false\npassword_file {password_file}\n{acl}max_packet_size {MOSQUITTO_MAX_PACKET_SIZE}\n{keep_user}"

@@ -7,15 +7,12 @@ fails these tests. On a machine without it they are skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -23,47 +20,16 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloudtest import free_port
+from cloudtest import require_mosquitto, running_mosquitto, secured_mosquitto_settings
 from minicloud import protocol
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 TOPICS = protocol.Topics()
-
-
-def _require_mosquitto() -> None:
-    if MOSQUITTO is None or shutil.which("mosquitto_passwd") is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-
-
-@contextlib.contextmanager
-def _running_mosquitto(config: Path, settings: str) -> Iterator[int]:
-    """Run mosquitto on a free port with `settings` added to its config; yield the port."""
-    port = free_port()
-    config.write_text(f"listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true\n{settings}")
-    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    raise RuntimeError(f"mosquitto did not start: {process.stderr.read().decode()}") from None
-                time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    _require_mosquitto()
-    with _running_mosquitto(tmp_path / "mosquitto.conf", "allow_anonymous true\n") as port:
+    require_mosquitto()
+    with running_mosquitto(tmp_path / "mosquitto.conf", "allow_anonymous true\n") as port:
         yield f"mqtt://127.0.0.1:{port}", port
 
 
@@ -167,14 +133,10 @@ def test_restarted_controller_finds_no_stale_state(start_cloud, mosquitto):
 
 @pytest.fixture
 def mosquitto_with_password(tmp_path):
-    _require_mosquitto()
+    require_mosquitto()
     passwords = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "cloud", "s3cret-pass"], check=True, capture_output=True)
-    # Run as root, mosquitto drops to its own user, who cannot read pytest's
-    # private temporary folders; "user root" keeps it able to read the file.
-    keep_user = "user root\n" if os.geteuid() == 0 else ""
-    settings = f"allow_anonymous false\npassword_file {passwords}\n{keep_user}"
-    with _running_mosquitto(tmp_path / "secure.conf", settings) as port:
+    with running_mosquitto(tmp_path / "secure.conf", secured_mosquitto_settings(passwords)) as port:
         yield port
 
 
@@ -201,3 +163,47 @@ def test_password_from_environment_never_shown(start_cloud, mosquitto_with_passw
     assert f"mqtt://cloud@127.0.0.1:{port}" in wrong.stderr
     assert "wrong-pass" not in wrong.stderr
     assert "s3cret-pass" not in cloud.log_text()
+
+
+def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """Make a certificate for 127.0.0.1 and localhost with openssl; return (certificate, key)."""
+    certificate, key = folder / "broker.crt", folder / "broker.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True, capture_output=True, timeout=60,
+    )
+    return certificate, key
+
+
+@pytest.mark.timeout(90)
+def test_tls_with_a_ca_file(start_cloud, tmp_path):
+    require_mosquitto()
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed; .ci/run installs it with apt-get")
+    certificate, key = _self_signed_certificate(tmp_path)
+    keep_user = "user root\n" if os.geteuid() == 0 else ""
+    settings = f"allow_anonymous true\ncertfile {certificate}\nkeyfile {key}\n{keep_user}"
+    with running_mosquitto(tmp_path / "tls.conf", settings) as port:
+        url = f"mqtts://127.0.0.1:{port}"
+        cloud = start_cloud(broker_url=url, extra_args=["--ca-file", str(certificate)])
+        assert f"minicloud ready on {url}" in cloud.log_text()
+
+        trusted = subprocess.run(
+            [sys.executable, "-m", "minicloud", "invoke", "hello", '{"name": "tls"}', "--broker", url, "--ca-file", str(certificate)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert trusted.returncode == 0, trusted.stderr
+        assert json.loads(trusted.stdout)["message"] == "hello, tls!"
+
+        # Without the CA file the system's CAs do not trust the certificate.
+        untrusted = subprocess.run(
+            [sys.executable, "-m", "minicloud", "invoke", "hello", "--broker", url],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "MINICLOUD_BROKER_CA_FILE": ""},
+        )
+        assert untrusted.returncode == 2
+        assert "certificate verify failed" in untrusted.stderr
+        assert "--ca-file" in untrusted.stderr
