@@ -2,13 +2,17 @@
 
 It speaks MQTT 3.1.1 only. It binds 127.0.0.1 by default, so nothing off
 this host can reach a cloud that was started without a production broker.
+With a password file it accepts only the users in it, and with an ACL file
+it checks every topic against it; both files are in Mosquitto's formats.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import warnings
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +20,14 @@ log = logging.getLogger(__name__)
 class EmbeddedBroker:
     """An amqtt broker listening on one TCP address."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, password_file: Path | None = None, acl_file: Path | None = None) -> None:
         self.host = host
         self.port = port
+        self.password_file = password_file
+        self.acl_file = acl_file
+        # The cloud's own connection: made for this run, never written anywhere.
+        self.internal_username = f"minicloud-cloud-{secrets.token_hex(4)}"
+        self.internal_password = secrets.token_urlsafe(24)
         self._broker = None
 
     def __repr__(self) -> str:
@@ -29,6 +38,10 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def requires_password(self) -> bool:
+        return self.password_file is not None
+
     async def start(self) -> None:
         """Start listening; raise OSError when the address is taken."""
         _check_port_free(self.host, self.port)
@@ -38,14 +51,28 @@ class EmbeddedBroker:
             warnings.simplefilter("ignore")
             from amqtt.broker import Broker
 
+        # No $SYS publisher: it would wake an idle cloud every few seconds
+        # for statistics that no component reads.
+        plugins: dict[str, dict[str, object]] = {"minicloud.broker_plugins.RetainedPublishRecorder": {}}
+        if self.password_file is None:
+            plugins["amqtt.plugins.authentication.AnonymousAuthPlugin"] = {"allow_anonymous": True}
+        else:
+            plugins["minicloud.broker_plugins.PasswordAuthPlugin"] = {
+                "password_file": str(self.password_file),
+                "internal_username": self.internal_username,
+                "internal_password": self.internal_password,
+            }
+        if self.acl_file is not None:
+            plugins["minicloud.broker_plugins.AclTopicPlugin"] = {
+                "acl_file": str(self.acl_file),
+                "internal_username": self.internal_username,
+            }
+        # TODO: amqtt 0.12 has no maximum packet size, so a client can send a
+        # publish larger than MAX_PAYLOAD_BYTES; the gateway rejects it, but
+        # only after the broker has read it into memory.
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            # Only anonymous access, and no $SYS publisher, which would wake an
-            # idle cloud every few seconds for statistics that no component reads.
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-                "minicloud.broker_plugins.RetainedPublishRecorder": {},
-            },
+            "plugins": plugins,
         }
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -53,7 +80,12 @@ class EmbeddedBroker:
         broker = Broker(config)
         await broker.start()
         self._broker = broker
-        log.info("embedded broker listening on %s", self.url)
+        security = "anonymous access"
+        if self.password_file is not None:
+            security = f"passwords from {self.password_file}"
+        if self.acl_file is not None:
+            security += f", ACL from {self.acl_file}"
+        log.info("embedded broker listening on %s (%s)", self.url, security)
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None

@@ -12,15 +12,18 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from minicloud import __version__, protocol
-from minicloud.bus import connect, default_broker_url, parse_broker_url
+from minicloud.acl import CLOUD_USER, load_acl, render_acl
+from minicloud.bus import CA_FILE_VARIABLE, connect, default_broker_url, parse_broker_url
 from minicloud.client import AsyncClient, InvocationError
 from minicloud.energy import load_energy_model
 from minicloud.errors import BusError
+from minicloud.passwords import load_password_file, set_password
 
 EXIT_OK = 0
 EXIT_FUNCTION_ERROR = 1
@@ -60,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="broker URL, mqtt://[user:password@]host:port (default: $MINICLOUD_BROKER or mqtt://127.0.0.1:1883)",
         )
         command.add_argument("--namespace", metavar="NS", default=protocol.DEFAULT_NAMESPACE, help="topic namespace (default: minicloud)")
+        ca_file_option(command)
+
+    def ca_file_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--ca-file", metavar="FILE", default=None,
+            help=f"for mqtts:// URLs, trust only the CA certificates in FILE (default: ${CA_FILE_VARIABLE}, else the system's)",
+        )
 
     tui = add("tui", "open the terminal UI; start an embedded cloud when none answers at the broker")
     broker_option(tui)
@@ -68,9 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1", help="address of the embedded broker (default: 127.0.0.1)")
     up.add_argument("--port", type=int, default=1883, help="port of the embedded broker (default: 1883)")
     up.add_argument("--broker", metavar="URL", default=None, help="use this broker and start none")
+    ca_file_option(up)
+    up.add_argument("--auth", metavar="FILE", type=Path, default=None,
+                    help="embedded broker: accept only the users in this password file (made with 'minicloud passwd' or mosquitto_passwd)")
+    up.add_argument("--acl", metavar="FILE", type=Path, default=None,
+                    help="embedded broker: check every topic against this ACL file, in Mosquitto's format (see 'minicloud acl'); needs --auth")
     up.add_argument("--functions", metavar="DIR", action="append", type=Path, default=[],
                     help="a folder of function folders; repeatable (default: ./functions, else the bundled samples)")
     up.add_argument("--namespace", metavar="NS", default=protocol.DEFAULT_NAMESPACE, help="topic namespace (default: minicloud)")
+    up.add_argument("--deploy-root", metavar="DIR", action="append", type=Path, default=[],
+                    help="deploy over the bus only from folders under DIR; repeatable (default: any folder this user can read)")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default: INFO)")
     up.add_argument("--exit-on-stdin-eof", action="store_true",
                     help="stop, as on SIGTERM, when standard input closes (the TUI starts its embedded cloud so)")
@@ -113,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl+C")
     logs.add_argument("-n", "--lines", type=int, default=200, help="how many past lines to print (default: 200)")
     broker_option(logs)
+
+    passwd = add("passwd", "add a user to a password file, or change its password (Mosquitto's format, for either broker)")
+    passwd.add_argument("file", type=Path, help="password file; created with mode 0600 when missing")
+    passwd.add_argument("user", help="user name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin instead of prompting")
+
+    acl = add("acl", "print an ACL file for the cloud, admins and clients, in Mosquitto's acl_file format")
+    acl.add_argument("--namespace", metavar="NS", default=protocol.DEFAULT_NAMESPACE, help="topic namespace (default: minicloud)")
+    acl.add_argument("--cloud-user", metavar="NAME", default=CLOUD_USER, help=f"user name of the cloud process (default: {CLOUD_USER})")
+    acl.add_argument("--admin", metavar="NAME", action="append", default=[], help="a user who may deploy, scale and remove; repeatable")
     return parser
 
 
@@ -123,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "tui" and not hasattr(args, "broker"):
         args = parser.parse_args(["tui", *(argv if argv is not None else sys.argv[1:])])
 
+    if getattr(args, "ca_file", None):
+        # Every connection this process makes, and an embedded cloud the TUI
+        # starts, reads the CA file from the environment.
+        os.environ[CA_FILE_VARIABLE] = str(Path(args.ca_file).resolve())
     broker = getattr(args, "broker", None)
     if broker is not None:
         try:
@@ -131,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"minicloud: {exc}", file=sys.stderr)
             return EXIT_USAGE
 
+    if command == "passwd":
+        return _passwd(args)
+    if command == "acl":
+        print(render_acl(args.namespace, cloud_user=args.cloud_user, admins=args.admin), end="")
+        return EXIT_OK
     try:
         if command == "up":
             return _run_up(args)
@@ -159,16 +195,9 @@ def _run_up(args: argparse.Namespace) -> int:
     if args.broker is None and not 0 < args.port < 65536:
         print(f"minicloud: invalid --port {args.port}; use 1 to 65535", file=sys.stderr)
         return EXIT_USAGE
-    if args.broker is None and not _is_loopback(args.host):
-        # The embedded broker has no authentication yet, and a deploy over the
-        # bus loads code onto this host: an open listener would let anyone who
-        # reaches it run code here.
-        print(
-            f"minicloud: refusing to bind the embedded broker to {args.host}: it has no authentication, "
-            "and anyone who reaches it could deploy code to this host; bind 127.0.0.1, or run Mosquitto "
-            "with a password file and pass --broker mqtt://user:password@host:port",
-            file=sys.stderr,
-        )
+    problem = _check_broker_security(args)
+    if problem:
+        print(f"minicloud: {problem}", file=sys.stderr)
         return EXIT_USAGE
     overrides = {key: getattr(args, f"energy_{key}") for _, key, _ in ENERGY_OPTIONS if getattr(args, f"energy_{key}") is not None}
     if "baseline_vcpus" in overrides:
@@ -186,8 +215,59 @@ def _run_up(args: argparse.Namespace) -> int:
         function_dirs=args.functions,
         namespace=args.namespace,
         exit_on_stdin_eof=args.exit_on_stdin_eof,
+        password_file=args.auth,
+        acl_file=args.acl,
+        deploy_roots=args.deploy_root,
     )
     return asyncio.run(Cloud(options).run())
+
+
+def _check_broker_security(args: argparse.Namespace) -> str | None:
+    """Return why the broker options of `up` are unsafe or contradictory, or None."""
+    if args.broker is not None and (args.auth or args.acl):
+        return (
+            "--auth and --acl configure the embedded broker, and --broker uses another one; "
+            "give that broker the files instead (Mosquitto: password_file and acl_file in mosquitto.conf)"
+        )
+    if args.acl and not args.auth:
+        return "--acl needs --auth: without passwords every client is anonymous, so no user rule could apply"
+    if args.broker is None and not args.auth and not _is_loopback(args.host):
+        # A deploy over the bus loads code onto this host, so an open listener
+        # would let anyone who reaches it run code here.
+        return (
+            f"refusing to bind the embedded broker to {args.host} without authentication: anyone who reaches it "
+            "could deploy code to this host; bind 127.0.0.1, or pass --auth FILE (and --acl FILE) to require passwords"
+        )
+    try:
+        if args.auth:
+            load_password_file(args.auth)
+        if args.acl:
+            load_acl(args.acl)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("minicloud passwd: the two passwords differ; nothing changed", file=sys.stderr)
+            return EXIT_USAGE
+    if not password:
+        print("minicloud passwd: the password is empty; nothing changed", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        set_password(args.file, args.user, password)
+    except (OSError, ValueError) as exc:
+        print(f"minicloud passwd: {exc}", file=sys.stderr)
+        return EXIT_PLATFORM_ERROR
+    print(f"{args.user} set in {args.file}", file=sys.stderr)
+    return EXIT_OK
 
 
 async def _run_client_command(command: str, args: argparse.Namespace) -> int:

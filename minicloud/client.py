@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from minicloud import errors, protocol
-from minicloud.bus import Bus, Message, default_broker_url
+from minicloud.bus import Bus, Message, default_broker_url, parse_broker_url
 from minicloud.errors import BusError, MinicloudError
 
 DEFAULT_WAIT_S = 60.0
@@ -69,7 +69,8 @@ class AsyncClient:
         self.broker_url = broker_url or default_broker_url()
         self.topics = protocol.Topics(namespace)
         self._connect_timeout = connect_timeout
-        self._reply_topic = self.topics.new_reply_topic()
+        self._username = parse_broker_url(self.broker_url).username
+        self._reply_topic = self.topics.new_reply_topic(self._username)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         # request id -> (topic, payload) of every request still waiting for its reply
         self._sent: dict[str, tuple[str, bytes]] = {}
@@ -139,20 +140,24 @@ class AsyncClient:
         return (await self.control("logs", {"function": function, "limit": limit}))["lines"]
 
     async def _request(self, topic: str, request: protocol.InvokeRequest, wait_s: float) -> dict[str, Any]:
+        payload = request.to_payload()
+        if len(payload) > protocol.MAX_PAYLOAD_BYTES:
+            # Checked here too: a broker with a packet size limit would drop the
+            # connection instead of passing the request on to be rejected.
+            raise InvocationError(protocol.oversized_request_error(len(payload)).to_dict(), request_id=request.id)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = future
-        payload = request.to_payload()
         self._sent[request.id] = (topic, payload)
         try:
             await self._connected_bus().publish(topic, payload, qos=1)
             return await asyncio.wait_for(future, wait_s)
         except asyncio.TimeoutError:
+            hint = f"is a cloud running at {parse_broker_url(self.broker_url)}?"
+            if self._username:
+                # A broker drops a publish that its ACL forbids without telling an MQTT 3.1.1 client.
+                hint += f" And may user {self._username} publish on {topic} (the broker's ACL)?"
             raise InvocationError(
-                errors.platform_error(
-                    errors.TIMEOUT,
-                    f"no reply to request {request.id} on {topic} within {wait_s:g} s; "
-                    f"is a cloud running at {self.broker_url}?",
-                ),
+                errors.platform_error(errors.TIMEOUT, f"no reply to request {request.id} on {topic} within {wait_s:g} s; {hint}"),
                 request_id=request.id,
             ) from None
         finally:

@@ -10,6 +10,7 @@ needs, disconnect, stop the broker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -58,6 +59,9 @@ class CloudOptions:
     drain_timeout_s: float = 30.0
     exit_on_stdin_eof: bool = False
     energy_model: EnergyModel = field(default_factory=EnergyModel)
+    password_file: Path | None = None  # embedded broker: accept only these users
+    acl_file: Path | None = None  # embedded broker: check topics against this ACL
+    deploy_roots: list[Path] = field(default_factory=list)  # empty: deploy from any readable folder
 
 
 def default_function_dirs() -> list[Path]:
@@ -92,7 +96,9 @@ class Cloud:
     async def start(self) -> None:
         options = self.options
         if options.broker_url is None:
-            self.broker = EmbeddedBroker(host=options.host, port=options.port)
+            self.broker = EmbeddedBroker(
+                host=options.host, port=options.port, password_file=options.password_file, acl_file=options.acl_file,
+            )
             await self.broker.start()
 
         await asyncio.to_thread(start_fork_server)
@@ -111,10 +117,15 @@ class Cloud:
 
             gateway_options["was_retained"] = RETAINED_PUBLISHES.was_retained
         self.gateway = Gateway(self.controller, self.topics, self._publish, **gateway_options)
-        self.control = ControlHandler(self.controller, self.topics, self._send, self._energy_state)
+        self.control = ControlHandler(
+            self.controller, self.topics, self._send, self._energy_state, deploy_roots=options.deploy_roots,
+        )
 
+        bus_url = parse_broker_url(self.broker_url)
+        if self.broker is not None and self.broker.requires_password:
+            bus_url = dataclasses.replace(bus_url, username=self.broker.internal_username, password=self.broker.internal_password)
         self.bus = Bus(
-            self.broker_url,
+            bus_url,
             subscriptions=[self.topics.invoke_all, self.topics.control_all],
             on_message=self._route,
             on_state=self._bus_state,

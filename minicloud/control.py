@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from minicloud import errors, protocol
@@ -36,11 +37,15 @@ class ControlHandler:
         topics: protocol.Topics,
         send: Callable[[str, bytes, bytes | None], None],
         energy_state: Callable[[], dict[str, Any]],
+        *,
+        deploy_roots: list[Path] | None = None,
     ) -> None:
         self._controller = controller
         self._topics = topics
         self._send = send
         self._energy_state = energy_state
+        # Empty: any folder the cloud's user can read may be deployed.
+        self._deploy_roots = [root.resolve() for root in deploy_roots or []]
 
     def handle(self, message: Message) -> None:
         action = self._topics.action_of_control(message.topic)
@@ -53,9 +58,15 @@ class ControlHandler:
         except PlatformError as exc:
             log.warning("rejected a control request on %s: %s", message.topic, exc.message)
             reply_to = protocol.salvage_reply_to(message.payload) or message.response_topic
-            if reply_to:
+            if reply_to and not self._topics.is_forbidden_reply_topic(reply_to):
                 request_id = protocol.salvage_id(message.payload) or protocol.new_request_id()
                 self._send(reply_to, protocol.error_reply(request_id, exc.to_dict(), None), message.correlation_data)
+            return
+        if request.reply_to is not None and self._topics.is_forbidden_reply_topic(request.reply_to):
+            log.warning(
+                "rejected control %s request %s: reply_to %s is one of the cloud's own topics; use a topic under %s",
+                action, request.id, request.reply_to, self._topics.replies_prefix,
+            )
             return
         try:
             result = self._run(action, request.event)
@@ -95,8 +106,16 @@ class ControlHandler:
 
     def _deploy(self, event: dict[str, Any]) -> dict[str, Any]:
         path = _string(event, "path")
+        resolved = Path(path).resolve()
+        if self._deploy_roots and not any(resolved.is_relative_to(root) for root in self._deploy_roots):
+            roots = ", ".join(str(root) for root in self._deploy_roots)
+            raise PlatformError(
+                errors.INVALID_REQUEST,
+                f"cannot deploy {resolved}: this cloud deploys only from {roots}; "
+                "copy the function folder under one of them, or start the cloud with another --deploy-root",
+            )
         try:
-            config = load_function(path)
+            config = load_function(resolved)
         except ManifestError as exc:
             raise PlatformError(errors.INVALID_REQUEST, str(exc)) from exc
         status = self._controller.deploy(config)

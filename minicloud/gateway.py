@@ -93,6 +93,14 @@ class Gateway:
             self._reject_unparsed(function, message, target, exc)
             return
         target.reply_to = request.reply_to
+        if request.reply_to is not None and self._topics.is_forbidden_reply_topic(request.reply_to):
+            # Nothing can be sent back, so only the event tells of it.
+            log.warning(
+                "rejected request %s for %s: reply_to %s is one of the cloud's own topics; use a topic under %s",
+                request.id, function, request.reply_to, self._topics.replies_prefix,
+            )
+            self._answer_now(request.id, function, _ReplyTarget(None, None), errors.INVALID_REQUEST, "reply_to is one of the cloud's own topics")
+            return
 
         if self._is_duplicate(request, target):
             return
@@ -157,6 +165,8 @@ class Gateway:
     def _reject_unparsed(self, function: str, message: Message, target: _ReplyTarget, exc: PlatformError) -> None:
         reply_to = protocol.salvage_reply_to(message.payload) or target.reply_to
         request_id = protocol.salvage_id(message.payload) or protocol.new_request_id()
+        if reply_to is not None and self._topics.is_forbidden_reply_topic(reply_to):
+            reply_to = None
         if reply_to is None:
             self.unparseable_count += 1
             log.warning(

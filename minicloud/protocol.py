@@ -71,9 +71,28 @@ class Topics:
     def control_all(self) -> str:
         return f"{self.namespace}/control/+"
 
-    def new_reply_topic(self) -> str:
-        """Return a fresh reply topic for one client."""
-        return f"{self.namespace}/replies/{uuid.uuid4().hex}"
+    @property
+    def replies_prefix(self) -> str:
+        return f"{self.namespace}/replies/"
+
+    def new_reply_topic(self, username: str | None = None) -> str:
+        """Return a fresh reply topic for one client, under its user name when it has one.
+
+        The ACL that `minicloud acl` writes lets each user read only
+        NS/replies/USERNAME/#, so no user can read another's replies.
+        """
+        if username:
+            return f"{self.replies_prefix}{username}/{uuid.uuid4().hex}"
+        return f"{self.replies_prefix}{uuid.uuid4().hex}"
+
+    def is_forbidden_reply_topic(self, topic: str) -> bool:
+        """Return whether a reply to `topic` would land on one of the cloud's own topics.
+
+        Replies may go anywhere outside the namespace and under NS/replies/.
+        A reply on NS/invoke/... would run as a request, and one on
+        NS/state/... would pass for the cloud's state, so those are refused.
+        """
+        return topic.startswith(f"{self.namespace}/") and not topic.startswith(self.replies_prefix)
 
     def function_of_invoke(self, topic: str) -> str | None:
         """Return the function name of an invoke topic, or None for another topic."""
@@ -138,6 +157,13 @@ class InvokeRequest:
         return dumps(body)
 
 
+def oversized_request_error(size: int) -> errors.PlatformError:
+    return errors.PlatformError(
+        errors.PAYLOAD_TOO_LARGE,
+        f"request is {size} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes; send a smaller event or pass a reference to the data",
+    )
+
+
 def parse_request(
     payload: bytes, *, response_topic: str | None = None, correlation_data: bytes | None = None
 ) -> InvokeRequest:
@@ -148,11 +174,7 @@ def parse_request(
     payload names no `reply_to`.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise errors.PlatformError(
-            errors.PAYLOAD_TOO_LARGE,
-            f"request is {len(payload)} bytes, over the limit of {MAX_PAYLOAD_BYTES} bytes; "
-            "send a smaller event or pass a reference to the data",
-        )
+        raise oversized_request_error(len(payload))
     try:
         body = loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:

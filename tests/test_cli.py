@@ -167,3 +167,46 @@ def test_up_refuses_open_embedded_broker(host):
     done = run_cli("up", "--host", host, "--port", str(free_port()))
     assert done.returncode == 64
     assert f"refusing to bind the embedded broker to {host}" in done.stderr
+    assert "--auth FILE" in done.stderr
+
+
+@pytest.mark.timeout(30)
+def test_up_checks_its_security_files_before_starting(tmp_path):
+    broken = tmp_path / "passwords"
+    broken.write_text("alice:plain-text-password\n")
+    done = run_cli("up", "--port", str(free_port()), "--auth", str(broken))
+    assert done.returncode == 64
+    assert f"{broken} line 1" in done.stderr
+    assert "plain-text passwords are not accepted" in done.stderr
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic read minicloud/#\nallow everything\n")
+    passwords = tmp_path / "good-passwords"
+    assert run_cli("passwd", str(passwords), "alice", "--password-stdin", stdin="pw-1\n").returncode == 0
+    done = run_cli("up", "--port", str(free_port()), "--auth", str(passwords), "--acl", str(acl))
+    assert done.returncode == 64
+    assert f"{acl} line 2: unknown keyword 'allow'" in done.stderr
+
+    done = run_cli("up", "--port", str(free_port()), "--acl", str(acl))
+    assert done.returncode == 64
+    assert "--acl needs --auth" in done.stderr
+
+    done = run_cli("up", "--broker", "mqtt://127.0.0.1:1", "--auth", str(passwords))
+    assert done.returncode == 64
+    assert "password_file and acl_file in mosquitto.conf" in done.stderr
+
+
+@pytest.mark.timeout(30)
+def test_passwd_writes_a_private_file_and_acl_prints_the_roles(tmp_path):
+    passwords = tmp_path / "passwords"
+    assert run_cli("passwd", str(passwords), "alice", "--password-stdin", stdin="first\n").returncode == 0
+    assert run_cli("passwd", str(passwords), "alice", "--password-stdin", stdin="second\n").returncode == 0
+    assert passwords.stat().st_mode & 0o777 == 0o600
+    lines = passwords.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("alice:$7$101$")
+    assert "first" not in passwords.read_text() and "second" not in passwords.read_text()
+
+    done = run_cli("acl", "--namespace", "lab", "--admin", "alice")
+    assert done.returncode == 0
+    assert "pattern read lab/replies/%u/#" in done.stdout
+    assert "user alice\ntopic write lab/control/+" in done.stdout
