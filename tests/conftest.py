@@ -10,11 +10,30 @@ from typing import Any
 import psutil
 import pytest
 
-from cloudtest import SAMPLE_FUNCTIONS, CloudProcess, alive
+from cloudtest import SAMPLE_FUNCTIONS, CloudProcess, alive, require_mosquitto, running_mosquitto
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Tests marked both_brokers run once per broker: the cloud's embedded one,
+    # and a Mosquitto of their own.
+    if "start_cloud" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_brokers"):
+        metafunc.parametrize("cloud_broker", ["embedded", "mosquitto"], indirect=True)
 
 
 @pytest.fixture
-def start_cloud() -> Iterator[Any]:
+def cloud_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """The URL of a Mosquitto for start_cloud to use, or None for the cloud's embedded broker."""
+    if getattr(request, "param", "embedded") == "embedded":
+        yield None
+        return
+    require_mosquitto()
+    folder = tmp_path_factory.mktemp("mosquitto")
+    with running_mosquitto(folder / "mosquitto.conf", "allow_anonymous true\n") as port:
+        yield f"mqtt://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def start_cloud(cloud_broker: str | None) -> Iterator[Any]:
     """Start clouds on free ports; every one is stopped, and its processes checked, at the end."""
     clouds: list[CloudProcess] = []
     seen: dict[int, psutil.Process] = {}
@@ -25,7 +44,7 @@ def start_cloud() -> Iterator[Any]:
         env: dict[str, str] | None = None,
         broker_url: str | None = None,
     ) -> CloudProcess:
-        cloud = CloudProcess(list(function_dirs) or [SAMPLE_FUNCTIONS], extra_args, env, broker_url)
+        cloud = CloudProcess(list(function_dirs) or [SAMPLE_FUNCTIONS], extra_args, env, broker_url or cloud_broker)
         clouds.append(cloud)
         return cloud
 

@@ -7,6 +7,8 @@ import pytest
 from cloudtest import pid_alive, wait_until, write_function
 from minicloud.client import FunctionError, InvocationError
 
+pytestmark = pytest.mark.both_brokers
+
 FAILING = """
 import datetime, math, os, sys, time
 

@@ -10,6 +10,8 @@ import pytest
 
 from cloudtest import pid_alive, wait_until, write_function
 
+pytestmark = pytest.mark.both_brokers
+
 COUNTER = """
 import os
 count = 0
