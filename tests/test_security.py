@@ -281,3 +281,37 @@ def test_deploy_root_limits_deploy_folders(start_cloud, tmp_path):
             assert f"cannot deploy {outside}" in raised.value.error["message"]
             assert "--deploy-root" in raised.value.error["message"]
         assert "outside" not in client.ls()["functions"]
+
+
+@pytest.mark.timeout(60)
+async def test_oversized_request_loses_nothing(secured):
+    """Over 6 MiB: the gateway answers PayloadTooLarge, or Mosquitto's max_packet_size drops the packet."""
+    reply_topic = TOPICS.new_reply_topic("bob")
+    body = {"id": "too-big-1", "reply_to": reply_topic, "event": {"blob": "x" * (7 * 1024 * 1024)}}
+    replies: list[dict] = []
+    async with connect(secured.url("bob")) as listener:
+        await listener.subscribe(reply_topic)
+
+        async def collect() -> None:
+            async for message in listener.messages():
+                replies.append(json.loads(message.payload))
+
+        collector = asyncio.ensure_future(collect())
+        sender_error = None
+        try:
+            async with connect(secured.url("bob")) as sender:
+                await asyncio.wait_for(sender.publish(TOPICS.invoke("echo"), json.dumps(body).encode()), 10)
+        except Exception as exc:
+            sender_error = exc
+        await asyncio.sleep(1.0)
+        collector.cancel()
+
+    if secured.broker == "embedded":
+        assert [reply["error"]["type"] for reply in replies] == ["PayloadTooLarge"]
+        assert sender_error is None
+    else:
+        # Mosquitto closes the connection of a client that sends a packet over max_packet_size.
+        assert replies == []
+        assert sender_error is not None
+    async with AsyncClient(secured.url("bob")) as client:
+        assert (await client.invoke("echo", {"after": "big"})).result["echo"] == {"after": "big"}
