@@ -42,8 +42,8 @@ RESEND_DELAY_S = 2.5
 # Published retained by the broker when the cloud's connection dies without a
 # goodbye, such as a SIGKILL, so no client keeps showing workers that are gone.
 OFFLINE_POOLS_STATE = {"ts": 0, "functions": {}, "status": "offline"}
-# NOTE: found beside the package, as in a checkout or an editable install.
-# A wheel does not carry it, so `up` then logs that the folder is missing.
+# Beside the package: in a checkout, and in site-packages, where the wheel
+# installs sample_functions.
 BUNDLED_FUNCTIONS = Path(__file__).resolve().parent.parent / "sample_functions"
 
 
