@@ -183,7 +183,9 @@ def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 def test_tls_with_a_ca_file(start_cloud, tmp_path):
     require_mosquitto()
     if shutil.which("openssl") is None:
-        pytest.fail("openssl is not installed; .ci/run installs it with apt-get")
+        if os.environ.get("CI"):
+            pytest.fail("openssl is not installed; .ci/run installs it with apt-get")
+        pytest.skip("openssl is not installed (apt-get install openssl)")
     certificate, key = _self_signed_certificate(tmp_path)
     keep_user = "user root\n" if os.geteuid() == 0 else ""
     settings = f"allow_anonymous true\ncertfile {certificate}\nkeyfile {key}\n{keep_user}"
