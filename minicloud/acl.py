@@ -1,7 +1,7 @@
 """Topic access control in Mosquitto's acl_file format, for both brokers.
 
 Mosquitto reads the file itself. The embedded broker reads the same file
-through `AclTopicPlugin` (minicloud/broker_plugins.py), which asks
+through `AclTopicPlugin` (minicloud/broker_plugins.py), which calls
 `AccessControlList.allows` here, so one file means the same on both brokers.
 
 The format, as Mosquitto 2.0 documents it in mosquitto.conf(5):
@@ -72,6 +72,14 @@ class AccessControlList:
             elif rule_access in (access, "readwrite") and _filter_covers(rule_topic, topic):
                 granted = True
         return granted
+
+
+def grants_anyone(acl: AccessControlList, topic: str, access: str) -> bool:
+    """Return whether a named user, anonymous clients, or every user through a pattern may `access` `topic`."""
+    if any(acl.allows(user, "", topic, access) for user in acl.users):
+        return True
+    # A user name found in no `user` line gets the pattern rules only.
+    return acl.allows(None, "", topic, access) or acl.allows("minicloud-acl-check", "minicloud-acl-check", topic, access)
 
 
 def parse_acl(text: str, *, source: str = "acl_file") -> AccessControlList:

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from minicloud.errors import BusError
+from minicloud.errors import BrokerRefusedError, BusError
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +198,28 @@ async def _speaks_mqtt5(url: BrokerUrl, *, timeout: float) -> bool:
 _AUTHENTICATION_CODES = {4, 5, 134, 135}
 
 
-def _next_step(exc: BaseException) -> str:
+def _next_step(exc: BaseException, url: BrokerUrl) -> str:
     """Say what to do after a failed connection, by its cause."""
-    if isinstance(exc, aiomqtt.MqttCodeError) and _reason_code(exc) in _AUTHENTICATION_CODES:
+    if _is_refused_login(exc):
+        if url.username and url.password is None:
+            return (
+                f"no password was given for user {url.username}: set ${PASSWORD_VARIABLE}, "
+                f"or ${PASSWORD_FILE_VARIABLE} to a file that holds it"
+            )
         return (
             "the broker refused the user name or password: put the user in the URL (mqtt://USER@host:port) "
             f"and the password in ${PASSWORD_VARIABLE} or a file named by ${PASSWORD_FILE_VARIABLE}"
         )
-    if any(isinstance(cause, ssl.SSLError) for cause in _causes(exc)):
-        return f"check the TLS setup: an mqtts:// URL needs the broker's CA certificate, from --ca-file or ${CA_FILE_VARIABLE}"
+    if any(isinstance(cause, ssl.SSLError) for cause in _causes(exc)) or url.tls:
+        return (
+            f"check the TLS setup: is port {url.port} a TLS listener (the embedded broker has none), and does "
+            f"--ca-file or ${CA_FILE_VARIABLE} name the CA that signed the broker's certificate?"
+        )
     return "start a cloud with 'minicloud up' or pass --broker URL"
+
+
+def _is_refused_login(exc: BaseException) -> bool:
+    return isinstance(exc, aiomqtt.MqttCodeError) and _reason_code(exc) in _AUTHENTICATION_CODES
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -218,6 +230,11 @@ def _causes(exc: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
+
+
+def _code_value(code: object) -> int:
+    """Return the number of a paho ReasonCode, or of a granted QoS as MQTT 3.1.1 clients get it."""
+    return int(getattr(code, "value", code))
 
 
 def _reason_code(exc: aiomqtt.MqttCodeError) -> int:
@@ -257,7 +274,8 @@ async def connect(url: str | BrokerUrl, *, timeout: float = 5.0) -> AsyncIterato
         client = await asyncio.wait_for(_open_client(broker, timeout=timeout), timeout)
     except (aiomqtt.MqttError, OSError, asyncio.TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise BusError(f"cannot reach the broker at {broker}: {reason}; {_next_step(exc)}") from exc
+        error_class = BrokerRefusedError if _is_refused_login(exc) else BusError
+        raise error_class(f"cannot reach the broker at {broker}: {reason}; {_next_step(exc, broker)}") from exc
     try:
         yield Connection(client, broker)
     finally:
@@ -313,6 +331,8 @@ class Bus:
         self._first_failure = asyncio.Event()
         self._first_failure_reason = ""
         self._first_failure_next_step = ""
+        # Topics whose subscription the broker refused (SUBACK code 0x80 or above), such as by its ACL.
+        self.refused_subscriptions: set[str] = set()
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "disconnected"
@@ -346,8 +366,12 @@ class Bus:
                 waiter.cancel()
         if self._connected.is_set():
             return
-        if fail_fast and self._first_failure_reason:
-            raise BusError(f"cannot reach the broker at {self.url}: {self._first_failure_reason}; {self._first_failure_next_step}")
+        if self._first_failure_reason:
+            # The first failure names the cause, such as a refused password, better than the time-out does.
+            within = "" if fail_fast else f" within {timeout:g} s"
+            raise BusError(
+                f"cannot reach the broker at {self.url}{within}: {self._first_failure_reason}; {self._first_failure_next_step}"
+            )
         raise BusError(f"cannot reach the broker at {self.url} within {timeout:g} s")
 
     async def stop(self) -> None:
@@ -390,7 +414,7 @@ class Bus:
             except (aiomqtt.MqttError, OSError) as exc:
                 if not self._first_failure.is_set():
                     self._first_failure_reason = str(exc) or type(exc).__name__
-                    self._first_failure_next_step = _next_step(exc)
+                    self._first_failure_next_step = _next_step(exc, self.url)
                     self._first_failure.set()
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("%s: cannot reach the broker at %s (attempt %d): %s; retrying", self._name, self.url, attempt, exc)
@@ -419,9 +443,15 @@ class Bus:
             if mqtt5:
                 # Retain As Published lets the gateway see that a request was retained.
                 options = SubscribeOptions(qos=1, retainAsPublished=True)
-                await client.subscribe(topic, options=options)
+                granted = await client.subscribe(topic, options=options)
             else:
-                await client.subscribe(topic, qos=1)
+                granted = await client.subscribe(topic, qos=1)
+            if any(_code_value(code) >= 0x80 for code in granted):
+                self.refused_subscriptions.add(topic)
+                log.error(
+                    "%s: the broker at %s refused the subscription to %s; its ACL must let user %s read it",
+                    self._name, self.url, topic, self.url.username or "(anonymous)",
+                )
         self._client = client
         self._connected.set()
         log.info("%s: connected to %s with MQTT %s", self._name, self.url, "5" if mqtt5 else "3.1.1")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from minicloud import __version__, protocol
-from minicloud.acl import CLOUD_USER, load_acl, render_acl
+from minicloud.acl import CLOUD_USER, grants_anyone, load_acl, render_acl
 from minicloud.bus import CA_FILE_VARIABLE, connect, default_broker_url, parse_broker_url
 from minicloud.client import AsyncClient, InvocationError
 from minicloud.energy import load_energy_model
@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run_client_command(command, args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away, as `minicloud ls | head` does. Point
+        # stdout at /dev/null so that the exit's flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _is_loopback(host: str) -> bool:
@@ -195,7 +200,7 @@ def _run_up(args: argparse.Namespace) -> int:
     if args.broker is None and not 0 < args.port < 65536:
         print(f"minicloud: invalid --port {args.port}; use 1 to 65535", file=sys.stderr)
         return EXIT_USAGE
-    problem = _check_broker_security(args)
+    problem = _check_up_options(args)
     if problem:
         print(f"minicloud: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -222,8 +227,8 @@ def _run_up(args: argparse.Namespace) -> int:
     return asyncio.run(Cloud(options).run())
 
 
-def _check_broker_security(args: argparse.Namespace) -> str | None:
-    """Return why the broker options of `up` are unsafe or contradictory, or None."""
+def _check_up_options(args: argparse.Namespace) -> str | None:
+    """Return why the security options of `up` are unsafe, contradictory or invalid, or None."""
     if args.broker is not None and (args.auth or args.acl):
         return (
             "--auth and --acl configure the embedded broker, and --broker uses another one; "
@@ -238,13 +243,22 @@ def _check_broker_security(args: argparse.Namespace) -> str | None:
             f"refusing to bind the embedded broker to {args.host} without authentication: anyone who reaches it "
             "could deploy code to this host; bind 127.0.0.1, or pass --auth FILE (and --acl FILE) to require passwords"
         )
+    for root in args.deploy_root:
+        if not root.is_dir():
+            return f"--deploy-root {root} is not a folder; create it, or give the folder that holds your functions"
     try:
         if args.auth:
             load_password_file(args.auth)
-        if args.acl:
-            load_acl(args.acl)
+        acl = load_acl(args.acl) if args.acl else None
     except ValueError as exc:
         return str(exc)
+    invoke_topic = protocol.Topics(args.namespace).invoke("any-function")
+    if acl is not None and not grants_anyone(acl, invoke_topic, "write"):
+        # The cloud's own connection passes any ACL, so nothing else would show that no client can invoke.
+        return (
+            f"the ACL {args.acl} lets no user publish on {invoke_topic}, so no client could invoke anything; "
+            f"write one for this namespace with 'minicloud acl --namespace {args.namespace}'"
+        )
     return None
 
 
@@ -254,8 +268,13 @@ def _passwd(args: argparse.Namespace) -> int:
     else:
         import getpass
 
-        password = getpass.getpass(f"password for {args.user}: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass(f"password for {args.user}: ")
+            repeated = getpass.getpass("again: ")
+        except EOFError:
+            print("minicloud passwd: no terminal to read the password from; pass --password-stdin and pipe it in", file=sys.stderr)
+            return EXIT_USAGE
+        if repeated != password:
             print("minicloud passwd: the two passwords differ; nothing changed", file=sys.stderr)
             return EXIT_USAGE
     if not password:
@@ -272,6 +291,11 @@ def _passwd(args: argparse.Namespace) -> int:
 
 async def _run_client_command(command: str, args: argparse.Namespace) -> int:
     broker_url = args.broker or default_broker_url()
+    # A command fails on the first refused connection, and its error names
+    # the cause and the fix, so the bus's "retrying" warning would mislead.
+    logging.getLogger("minicloud.bus").setLevel(logging.ERROR)
+    if args.ca_file and not broker_url.startswith("mqtts://"):
+        print(f"minicloud: warning: --ca-file applies only to mqtts:// URLs, and the broker URL is {parse_broker_url(broker_url)}", file=sys.stderr)
     try:
         if command == "invoke":
             return await _invoke(args, broker_url)

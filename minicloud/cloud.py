@@ -136,6 +136,14 @@ class Cloud:
         )
         self.bus.start()
         await self.bus.wait_connected(timeout=10.0)
+        if self.bus.refused_subscriptions:
+            # A cloud that receives no requests would only time every client out.
+            topics = ", ".join(sorted(self.bus.refused_subscriptions))
+            raise BusError(
+                f"the broker at {self.bus.url} refused this cloud's subscriptions to {topics}; its ACL must let "
+                f"this user read them: write one with 'minicloud acl --namespace {self.topics.namespace} "
+                "--cloud-user USER' (docs/deploy.md)"
+            )
 
         for directory in options.function_dirs or default_function_dirs():
             self._load_functions(directory)

@@ -66,6 +66,10 @@ class BusError(MinicloudError):
     """The broker could not be reached, or the connection to it was lost."""
 
 
+class BrokerRefusedError(BusError):
+    """The broker answered and refused the user name or password."""
+
+
 class ManifestError(MinicloudError):
     """A function folder whose function.toml or handler is invalid."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudtest import CloudProcess, require_mosquitto, running_mosquitto, secured_mosquitto_settings, wait_until, write_function
+from cloudtest import CloudProcess, free_port, require_mosquitto, running_mosquitto, secured_mosquitto_settings, wait_until, write_function
 from minicloud import protocol
 from minicloud.acl import render_acl
 from minicloud.bus import connect
@@ -120,7 +120,7 @@ def _pool_workers(client: Client, function: str) -> list:
 
 
 @pytest.mark.timeout(90)
-def test_client_gets_cold_warm_scale_to_zero_and_errors(secured):
+def test_client_acceptance_run(secured):
     with Client(secured.url("bob")) as client:
         first = client.invoke("echo", {"n": 1})
         second = client.invoke("echo", {"n": 2})
@@ -140,7 +140,7 @@ def test_client_gets_cold_warm_scale_to_zero_and_errors(secured):
 
 
 @pytest.mark.timeout(90)
-def test_only_an_admin_may_deploy_or_scale(secured):
+def test_only_admin_deploys_or_scales(secured):
     extra = write_function(secured.folder / "more", "extra", ECHO)
     with Client(secured.url("bob")) as client:
         with pytest.raises(InvocationError) as raised:
@@ -203,7 +203,7 @@ async def _replies_seen_on(url: str, topic_filter: str, during: "asyncio.Future[
 
 
 @pytest.mark.timeout(60)
-async def test_client_cannot_read_or_forge_another_users_replies(secured):
+async def test_replies_private_to_their_user(secured):
     async with AsyncClient(secured.url("alice")) as alice:
         # bob listens on every reply topic, then on alice's, while alice invokes.
         for topic_filter in (f"{TOPICS.namespace}/replies/#", f"{TOPICS.namespace}/replies/alice/#"):
@@ -315,3 +315,36 @@ async def test_oversized_request_loses_nothing(secured):
         assert sender_error is not None
     async with AsyncClient(secured.url("bob")) as client:
         assert (await client.invoke("echo", {"after": "big"})).result["echo"] == {"after": "big"}
+
+
+@pytest.mark.timeout(60)
+def test_acl_for_another_namespace_is_rejected(tmp_path):
+    """On the embedded broker the cloud's own connection passes any ACL, so `up` checks the file itself."""
+    passwords, acl = _write_security_files(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "minicloud", "up", "--namespace", "lab", "--port", str(free_port()),
+         "--auth", str(passwords), "--acl", str(acl), "--functions", str(_write_functions(tmp_path))],
+        capture_output=True, text=True, timeout=45,
+    )
+    assert done.returncode == 64, done.stderr
+    assert "lets no user publish on lab/invoke/any-function" in done.stderr
+    assert "minicloud acl --namespace lab" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_cloud_with_refused_subscriptions_stops(start_cloud, tmp_path):
+    """A broker that refuses the cloud's subscriptions in its SUBACK, as amqtt does for its ACL.
+
+    Mosquitto 2.0 grants every subscription and applies its ACL on delivery, so there only the docs can warn.
+    """
+    passwords, acl = _write_security_files(tmp_path)
+    functions = _write_functions(tmp_path)
+    broker_cloud = start_cloud(functions, extra_args=["--auth", str(passwords), "--acl", str(acl)])
+    done = subprocess.run(
+        [sys.executable, "-m", "minicloud", "up", "--namespace", "lab",
+         "--broker", f"mqtt://minicloud@127.0.0.1:{broker_cloud.port}", "--functions", str(functions)],
+        capture_output=True, text=True, timeout=45, env={**os.environ, "MINICLOUD_BROKER_PASSWORD": PASSWORDS["minicloud"]},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refused this cloud's subscriptions to lab/control/+, lab/invoke/+" in done.stderr
+    assert "minicloud acl --namespace lab" in done.stderr
