@@ -119,11 +119,15 @@ class MinicloudApp(App[int]):
             if self.launcher.started:
                 self.post_message(EmbeddedCloudChanged(f"embedded cloud pid {self.launcher.process.pid}, log {self.launcher.log_path}"))
             else:
-                self.post_message(EmbeddedCloudChanged(""))
+                self.post_message(EmbeddedCloudChanged(self.launcher.waiting_note))
         await BusListener(self.broker_url, self.topics, self.post_message).run()
 
     def on_broker_state_changed(self, message: BrokerStateChanged) -> None:
         self.connection.set_state(message.state, message.url, self.clock())
+        if message.state == "connected" and self.launcher is not None and self.launcher.waiting_note:
+            # The cloud that the note waited for has come.
+            self.launcher.waiting_note = ""
+            self.post_message(EmbeddedCloudChanged(""))
         if message.state == "reconnecting":
             # The command connection died with the broker; the next command opens a new one.
             self.run_worker(self.client.close(), group="client", exit_on_error=False)
@@ -185,6 +189,10 @@ class MinicloudApp(App[int]):
             return
         self.query_one(ResultPane).show_result(text.strip(), "[dim]running...[/]", ok=True)
         self.execute_command(command, text.strip())
+        # As in k9s, a command that runs hands the keys back to the views, so q
+        # quits again. ":" and the up arrow bring the command back.
+        if self.query_one(CommandBar).has_focus:
+            self.query_one(PoolsTable).focus()
 
     @work(group="commands", exit_on_error=False, name="command")
     async def execute_command(self, command: Command, text: str) -> None:

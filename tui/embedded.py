@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from minicloud.bus import connect, parse_broker_url
-from minicloud.errors import BusError
+from minicloud.errors import BrokerRefusedError, BusError
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,35 @@ class EmbeddedCloudError(RuntimeError):
 
 async def broker_answers(broker_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Return whether an MQTT broker accepts a connection at the URL within `timeout` seconds."""
+    return await connection_failure(broker_url, timeout) is None
+
+
+async def connection_failure(broker_url: str, timeout: float = PROBE_TIMEOUT_S) -> BusError | None:
+    """Return why no connection to the URL opens within `timeout` seconds, or None when one does."""
     try:
         async with connect(broker_url, timeout=timeout):
-            return True
+            return None
+    except BusError as exc:
+        return exc
     # paho raises ValueError for port 0, which parse_broker_url accepts.
-    except (BusError, ValueError):
+    except ValueError as exc:
+        return BusError(str(exc))
+
+
+def can_start_embedded(broker_url: str) -> bool:
+    """Return whether an embedded cloud could serve this URL: plain MQTT, on this host, with no user.
+
+    An embedded cloud has no passwords and no TLS, so for any other URL it
+    would be a different, open cloud from the one the user asked for.
+    """
+    url = parse_broker_url(broker_url)
+    if url.tls or url.username:
+        return False
+    if url.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(url.host).is_loopback
+    except ValueError:
         return False
 
 
@@ -61,6 +86,8 @@ class EmbeddedCloud:
         self.log_path = log_path or default_log_path()
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        # Set when no cloud accepted a connection and none could be started here.
+        self.waiting_note = ""
 
     @property
     def started(self) -> bool:
@@ -79,7 +106,18 @@ class EmbeddedCloud:
         Raises EmbeddedCloudError when the child exits or the deadline passes.
         """
         progress(f"looking for a cloud at {self.broker_url}")
-        if await broker_answers(self.broker_url):
+        failure = await connection_failure(self.broker_url)
+        if failure is None:
+            return
+        if isinstance(failure, BrokerRefusedError):
+            # A broker accepts connections there, so no embedded cloud could listen on it either.
+            raise EmbeddedCloudError(str(failure))
+        if not can_start_embedded(self.broker_url):
+            log.info("no cloud answers at %s, and an embedded cloud serves only plain mqtt:// on this host: waiting", parse_broker_url(self.broker_url))
+            self.waiting_note = (
+                f"no cloud answers at {parse_broker_url(self.broker_url)} yet; waiting for it "
+                "(an embedded cloud starts only for a mqtt:// URL on this host with no user name)"
+            )
             return
         self.start()
         await self.wait_ready(progress)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,39 @@ async def test_child_exit_reported(tmp_path: Path) -> None:
                 await cloud.ensure(lambda step: None)
         finally:
             cloud.stop()
+
+
+@pytest.mark.timeout(30)
+async def test_no_open_cloud_for_a_secured_url(tmp_path: Path) -> None:
+    # A URL with a user name or TLS names a secured cloud, which an embedded one is not.
+    for url in (f"mqtt://bob@127.0.0.1:{free_port()}", f"mqtts://127.0.0.1:{free_port()}"):
+        cloud = EmbeddedCloud(url, "minicloud", log_path=tmp_path / "embedded.log")
+        await cloud.ensure(lambda step: None)
+        assert not cloud.started
+        assert "waiting for it" in cloud.waiting_note
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_refused_login_is_reported(tmp_path: Path) -> None:
+    from minicloud.passwords import set_password
+
+    passwords = tmp_path / "passwords"
+    set_password(passwords, "alice", "right")
+    port = free_port()
+    secured = subprocess.Popen(
+        [sys.executable, "-m", "minicloud", "up", "--port", str(port), "--auth", str(passwords), "--functions", str(tmp_path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in secured.stderr:
+            if line.startswith("minicloud ready"):
+                break
+        # An anonymous URL on this host would start an embedded cloud, but a broker accepts connections there.
+        cloud = EmbeddedCloud(f"mqtt://127.0.0.1:{port}", "minicloud", log_path=tmp_path / "embedded.log")
+        with pytest.raises(EmbeddedCloudError, match="refused the user name or password"):
+            await cloud.ensure(lambda step: None)
+        assert not cloud.started
+    finally:
+        secured.terminate()
+        secured.wait(30)
