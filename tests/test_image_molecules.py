@@ -446,7 +446,11 @@ def test_cloud_hanging_osra_is_killed(start_cloud, tmp_path, pair):
 
     error = raised.value.error
     assert error["type"] == "OsraTimeout"
-    assert "timed out after 2.0 s and was killed; raise timeout_s" in error["message"]
+    # The handler gives osra the invocation's remaining time less 1 s, so a
+    # little under 2 s when the machine is busy.
+    waited = re.search(r"osra timed out after (\d+\.\d) s and was killed; raise timeout_s", error["message"])
+    assert waited, error["message"]
+    assert 1.0 <= float(waited.group(1)) <= 2.0
     assert raised.value.report["duration_ms"] < 3000  # the handler ended before the platform's timeout
     osra_pid = int(pid_file.read_text())
     assert not _running(osra_pid)
