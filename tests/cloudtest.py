@@ -87,20 +87,29 @@ class CloudProcess:
     def client(self) -> Client:
         return Client(self.url)
 
-    def worker_pids(self) -> set[int]:
-        """Pids of the worker processes: the children of the cloud's fork server."""
-        pids: set[int] = set()
+    def fork_server_pid(self) -> int | None:
+        """Return the pid of the cloud's fork server (a child running minicloud.worker.zygote), or None."""
         try:
             children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
-            return pids
+            return None
         for child in children:
             try:
-                if "forkserver" in " ".join(child.cmdline()):
-                    pids.update(worker.pid for worker in child.children() if alive(worker))
+                if "minicloud.worker.zygote" in child.cmdline() and alive(child):
+                    return child.pid
             except psutil.Error:
                 continue
-        return pids
+        return None
+
+    def worker_pids(self) -> set[int]:
+        """Pids of the worker processes: the children of the cloud's fork server."""
+        pid = self.fork_server_pid()
+        if pid is None:
+            return set()
+        try:
+            return {worker.pid for worker in psutil.Process(pid).children() if alive(worker)}
+        except psutil.NoSuchProcess:
+            return set()
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
         if self.process.poll() is None:

@@ -38,13 +38,14 @@ MAX_RESULT_BYTES = 6 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
-def main(connection: Any, spec: dict[str, Any]) -> None:
-    """Entry point of a worker process, called by multiprocess after the fork.
+def main(connection: Any, spec: dict[str, Any], parent_pid: int | None = None) -> None:
+    """Entry point of a worker process, called by the fork server in the forked child.
 
     `spec` contains "worker_id", "function", "directory", "handler",
     "memory_mb" and "environment" (the complete environment of the worker).
+    `parent_pid` is the pid of the fork server, taken before the fork.
     """
-    _detach_from_controller()
+    _detach_from_controller(parent_pid or os.getppid())
     _isolate_environment(spec)
 
     output = OutputBuffer()
@@ -62,14 +63,16 @@ def main(connection: Any, spec: dict[str, Any]) -> None:
         runtime.invoke(requests.get())
 
 
-def _detach_from_controller() -> None:
-    """Become a process group leader and die with the parent process."""
+def _detach_from_controller(parent_pid: int) -> None:
+    """Become a process group leader and die with the parent process (the fork server)."""
     os.setpgid(0, 0)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # Not Linux: the pipe reader below still ends the worker.
+    if os.getppid() != parent_pid:
+        os._exit(1)  # The parent died before the signal was armed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDONLY)
