@@ -102,14 +102,27 @@ class CloudProcess:
         return None
 
     def worker_pids(self) -> set[int]:
-        """Pids of the worker processes: the children of the cloud's fork server."""
+        """Pids of the worker processes: the children of the cloud's fork server, its spare worker left out."""
         pid = self.fork_server_pid()
         if pid is None:
             return set()
         try:
-            return {worker.pid for worker in psutil.Process(pid).children() if alive(worker)}
+            children = psutil.Process(pid).children()
         except psutil.NoSuchProcess:
             return set()
+        return {child.pid for child in children if alive(child) and not is_spare(child)}
+
+    def spare_pid(self) -> int | None:
+        """Return the pid of the fork server's spare worker, or None."""
+        pid = self.fork_server_pid()
+        if pid is None:
+            return None
+        try:
+            children = psutil.Process(pid).children()
+        except psutil.NoSuchProcess:
+            return None
+        spares = [child.pid for child in children if alive(child) and is_spare(child)]
+        return spares[0] if spares else None
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
         if self.process.poll() is None:
@@ -119,6 +132,14 @@ class CloudProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(5)
+
+
+def is_spare(process: psutil.Process) -> bool:
+    """Return whether the process is a fork server's spare worker, which names itself minicloud-spare."""
+    try:
+        return process.name() == "minicloud-spare"
+    except psutil.Error:
+        return False
 
 
 def alive(process: psutil.Process) -> bool:

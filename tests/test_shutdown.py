@@ -36,11 +36,12 @@ def test_sigkill_of_cloud_kills_workers_and_children(start_cloud, tmp_path):
     assert worker_pid in workers
     fork_server = cloud.fork_server_pid()
     assert fork_server is not None
+    spare = wait_until(cloud.spare_pid, timeout=5, message="the spare worker")
 
     cloud.process.kill()
     cloud.process.wait(5)
     started = time.monotonic()
-    every_pid = workers | {child_pid, fork_server}
+    every_pid = workers | {child_pid, fork_server, spare}
     wait_until(lambda: not any(pid_alive(pid) for pid in every_pid), timeout=5, message="the fork server and workers to exit")
     assert time.monotonic() - started < 5
     # No zombie stays either: the fork server reaps its workers, and init reaps the fork server.
@@ -142,3 +143,22 @@ def test_fork_server_killed_cloud_serves_next_invoke(start_cloud, tmp_path):
     assert new_fork_server not in (None, old_fork_server)
     assert again.result["pid"] in cloud.worker_pids()
     assert f"fork server pid {old_fork_server} exited" in cloud.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_spare_killed_next_cold_start_works(start_cloud, tmp_path):
+    write_function(tmp_path, "spawner", SPAWNER, "keep_warm_s = 0\n")
+    cloud = start_cloud(tmp_path)
+    spare = wait_until(cloud.spare_pid, timeout=5, message="the spare worker")
+    psutil.Process(spare).send_signal(signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(spare), timeout=5, message="the spare worker to be reaped")
+
+    with cloud.client() as client:
+        outcome = client.invoke("spawner", {})
+    assert outcome.report["start"] == "cold"
+    assert outcome.result["pid"] != spare
+    # The fork server forks a new spare after each spawn.
+    new_spare = wait_until(cloud.spare_pid, timeout=5, message="a new spare worker")
+    assert new_spare != spare
+    # The spare was no worker yet, so its death is no crash.
+    assert f"pid {spare}" not in cloud.log_text()
