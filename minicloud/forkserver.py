@@ -36,8 +36,12 @@ STOP_TIMEOUT_S = 5.0
 ExitCallback = Callable[[int], None]
 
 
-class ForkServerError(Exception):
-    """The fork server could not be started, or could not fork a worker."""
+class ForkServerError(OSError):
+    """The fork server could not be started, or could not fork a worker.
+
+    An OSError, so that `minicloud up` reports a failed start as it
+    reports a port in use: one line and exit status 2.
+    """
 
 
 class ForkServer:

@@ -59,8 +59,7 @@ class Zygote:
         self._signals_in.setblocking(False)
         self._signals_out.setblocking(False)
         self._selector = selectors.DefaultSelector()
-        with open("/proc/self/comm", "rb") as comm:
-            self._name = comm.read().strip()
+        self._name = _process_name()
 
     def run(self) -> None:
         """Serve spawn requests and report exits until the controller goes away."""
@@ -257,6 +256,15 @@ class Zygote:
             except ChildProcessError:
                 pass
         self._children.clear()
+
+
+def _process_name() -> bytes:
+    """Return this process's name as /proc/self/comm shows it, or b"python" where there is no /proc."""
+    try:
+        with open("/proc/self/comm", "rb") as comm:
+            return comm.read().strip()
+    except OSError:
+        return b"python"
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
