@@ -6,7 +6,11 @@ cold starts, and throughput beside the raw bus's rate. It also reads the
 idle CPU of a cloud and of a warm worker, and a warm worker's memory. It prints a Markdown
 table with each figure, its target and whether the target is met.
 
-Usage: python -m benchmarks [--count N] [--idle-seconds S] [--quick]
+With --guard it exits with status 1 when a figure is past its guard limit,
+a bound 3 to 50 times looser than the target, so that only a gross
+regression fails a CI run. Without --guard it exits 0 whatever the figures.
+
+Usage: python -m benchmarks [--count N] [--idle-seconds S] [--quick] [--guard] [--mosquitto-nodelay]
 """
 
 from __future__ import annotations
@@ -26,12 +30,22 @@ from pathlib import Path
 
 from benchmarks import measure, resources
 from benchmarks.cloud_process import MOSQUITTO, Processes, free_port, start_cloud, start_echo, start_mosquitto, write_function
-from benchmarks.report import Row, at_most, latency_figure, markdown_table, under
+from benchmarks.report import Row, at_most, guard_failures, latency_figure, markdown_table, under
 from minicloud.client import AsyncClient
 
 CORES = os.cpu_count() or 1
 IN_FLIGHT = 64
 IDLE_SETTLE_S = 1.0
+
+# Guard limits, set far past the targets so that a loaded CI machine
+# should stay under them. They are meant to catch gross regressions, such
+# as a lost TCP_NODELAY (about 40 ms a round trip), a worker that
+# busy-waits, or a worker that imports far more than the runtime.
+GUARD_WARM_OVER_RAW = at_most(5, "")
+GUARD_COLD_P50 = at_most(150, "ms p50")
+GUARD_IDLE_CLOUD_CPU = at_most(5, "%")
+GUARD_IDLE_WORKER_CPU = at_most(5, "%")
+GUARD_WORKER_USS = at_most(40, "MB")
 
 
 def progress(text: str) -> None:
@@ -65,8 +79,9 @@ def bench_broker(broker: str, processes: Processes, folder: Path, args: argparse
     echo = start_echo(processes, url, prefix)
     noop_pid, _ = asyncio.run(warm_up(url))
 
-    progress(f"{broker}: {args.count} raw round trips interleaved with {args.count} warm invokes")
-    raw, warm, warm_starts = asyncio.run(measure.interleaved(url, prefix, "noop", args.count))
+    progress(f"{broker}: {args.count} raw round trips at QoS 1 and at QoS 0, interleaved with {args.count} warm invokes")
+    timings = asyncio.run(measure.interleaved(url, prefix, "noop", args.count))
+    raw, raw_qos0, warm, warm_starts = timings["raw"], timings["raw_qos0"], timings["warm"], timings["starts"]
     ratio = statistics.median(warm) / statistics.median(raw)
 
     cold_count = max(10, args.count // 4)
@@ -94,16 +109,19 @@ def bench_broker(broker: str, processes: Processes, folder: Path, args: argparse
     processes.stop(cloud)
 
     return [
+        Row(broker, "raw MQTT request/reply, QoS 0", latency_figure(raw_qos0)),
         Row(broker, "raw MQTT request/reply, QoS 1", latency_figure(raw)),
         Row(broker, "warm invoke, no-op", latency_figure(warm) + f", {warm_starts.count('warm')} warm"),
-        Row(broker, "warm / raw, p50", f"{ratio:.2f}", at_most(1.5, ""), ratio),
+        Row(broker, "warm / raw QoS 1, p50", f"{ratio:.2f}", at_most(1.5, ""), ratio, GUARD_WARM_OVER_RAW),
         Row(broker, "cold start, no-op", latency_figure(cold) + f", {cold_starts.count('cold')} cold",
-            at_most(15, "ms p50"), statistics.median(cold)),
+            at_most(15, "ms p50"), statistics.median(cold), GUARD_COLD_P50),
         Row(broker, f"throughput, {CORES} workers", f"{invoke_rate:,.0f} invokes/s"),
         Row(broker, "raw bus rate, same concurrency", f"{raw_rate:,.0f} pairs/s ({invoke_rate / raw_rate:.2f} of it for invokes)"),
-        Row(broker, "idle cloud CPU, no warm workers", f"{cpu[idle_cloud.pid]:.3f} % of a core", under(0.5, "%"), cpu[idle_cloud.pid]),
-        Row(broker, "idle warm worker CPU", f"{cpu[noop_pid]:.3f} % of a core", under(0.1, "%"), cpu[noop_pid]),
-        Row(broker, "idle warm worker USS", f"{uss_mb:.1f} MB", at_most(8, "MB"), uss_mb),
+        Row(broker, "idle cloud CPU, no warm workers", f"{cpu[idle_cloud.pid]:.3f} % of a core", under(0.5, "%"),
+            cpu[idle_cloud.pid], GUARD_IDLE_CLOUD_CPU),
+        Row(broker, "idle warm worker CPU", f"{cpu[noop_pid]:.3f} % of a core", under(0.1, "%"), cpu[noop_pid],
+            GUARD_IDLE_WORKER_CPU),
+        Row(broker, "idle warm worker USS", f"{uss_mb:.1f} MB", at_most(8, "MB"), uss_mb, GUARD_WORKER_USS),
         Row(broker, "idle warm worker RSS", f"{rss_mb:.1f} MB"),
     ]
 
@@ -120,14 +138,20 @@ def machine() -> str:
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, help="interleaved raw/warm pairs; cold starts are a quarter of it, at least 10 (default: 200, 40 with --quick)")
-    parser.add_argument("--idle-seconds", type=float, help="window of the idle CPU readings, in seconds (default: 20, 5 with --quick)")
+    parser.add_argument("--idle-seconds", type=float, help="window of the idle CPU readings, in seconds (default: 20, 5 with --quick, 2 with --quick --guard)")
     parser.add_argument("--mosquitto-nodelay", action="store_true", help="start Mosquitto with set_tcp_nodelay true (default: its own default, Nagle's algorithm on)")
     parser.add_argument("--quick", action="store_true", help="smaller counts and shorter windows, for a smoke run")
+    parser.add_argument("--guard", action="store_true", help="exit with status 1 when a figure is past its guard limit (a gross regression)")
     args = parser.parse_args()
     if args.count is None:
         args.count = 40 if args.quick else 200
     if args.idle_seconds is None:
-        args.idle_seconds = 5.0 if args.quick else 20.0
+        if args.quick and args.guard:
+            args.idle_seconds = 2.0
+        elif args.quick:
+            args.idle_seconds = 5.0
+        else:
+            args.idle_seconds = 20.0
     args.throughput_seconds = 2.0 if args.quick else 5.0
     if args.count < 1 or args.idle_seconds <= 0:
         parser.error("--count must be at least 1 and --idle-seconds more than 0")
@@ -173,6 +197,15 @@ def main() -> int:
         print(line)
     not_met = [f"{row.broker}: {row.measurement}" for row in rows if row.status == "not met"]
     print("\ntargets not met: " + ("; ".join(not_met) if not_met else "none"))
+    if not args.guard:
+        return 0
+
+    failures = guard_failures(rows)
+    for failure in failures:
+        print(f"guard failed: {failure}", file=sys.stderr)
+    if failures:
+        return 1
+    print("guard: every figure is within its guard limit")
     return 0
 
 

@@ -29,17 +29,24 @@ def describe(name: str, timings: list[float]) -> str:
 
 
 class RawRequester:
-    """A plain MQTT client that sends requests to `benchmarks.echo` and matches each reply by payload."""
+    """A plain MQTT client that sends requests to `benchmarks.echo` and matches each reply by payload.
 
-    def __init__(self, connection: Connection, prefix: str) -> None:
+    `qos` is the QoS of the request, of the reply and of the subscription to it.
+    """
+
+    def __init__(self, connection: Connection, prefix: str, *, qos: int = 1) -> None:
         self._connection = connection
-        self._prefix = prefix
+        self._qos = qos
+        # The echo server replies at QoS 0 only to requests on its QoS 0 topic.
+        suffix = "0" if qos == 0 else ""
+        self._request_topic = f"{prefix}/request{suffix}"
+        self._reply_topic = f"{prefix}/reply{suffix}"
         self._numbers = itertools.count()
         self._pending: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self._connection.subscribe(f"{self._prefix}/reply")
+        await self._connection.subscribe(self._reply_topic, qos=self._qos)
         self._reader = asyncio.create_task(self._read())
 
     def close(self) -> None:
@@ -51,7 +58,7 @@ class RawRequester:
         future = asyncio.get_running_loop().create_future()
         self._pending[payload] = future
         try:
-            await self._connection.publish(f"{self._prefix}/request", payload)
+            await self._connection.publish(self._request_topic, payload, qos=self._qos)
             await asyncio.wait_for(future, WORKER_WAIT_S)
         finally:
             self._pending.pop(payload, None)
@@ -93,30 +100,38 @@ async def invoke_timings(url: str, function: str, count: int, *, settle_s: float
     return timings, starts
 
 
-async def interleaved(url: str, prefix: str, function: str, count: int) -> tuple[list[float], list[float], list[str]]:
-    """Alternate raw round trips and warm invokes, `count` of each, so both see the same load.
+async def interleaved(url: str, prefix: str, function: str, count: int) -> dict[str, list]:
+    """Alternate raw round trips at QoS 1 and at QoS 0 with warm invokes, `count` of each, so all see the same load.
 
-    The order within a pair flips each time, so neither kind always runs
-    right after the other. Returns raw timings, invoke timings and each
-    invoke's reported start ("warm" or "cold").
+    The order within each group of three rotates, so no kind always runs
+    right after the same other kind. Returns a dict with the timings under
+    "raw" (QoS 1), "raw_qos0" and "warm", and each invoke's reported start
+    ("warm" or "cold") under "starts".
     """
-    raw_timings, warm_timings, starts = [], [], []
-    async with connect(url) as connection, AsyncClient(url) as client:
+    results: dict[str, list] = {"raw": [], "raw_qos0": [], "warm": [], "starts": []}
+    kinds = ["raw", "raw_qos0", "warm"]
+    async with connect(url) as connection, connect(url) as connection_qos0, AsyncClient(url) as client:
         raw = RawRequester(connection, prefix)
+        raw_qos0 = RawRequester(connection_qos0, prefix, qos=0)
         await raw.start()
+        await raw_qos0.start()
         try:
             for index in range(count):
-                for kind in (("raw", "warm") if index % 2 == 0 else ("warm", "raw")):
+                shift = index % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
                     if kind == "raw":
-                        raw_timings.append(await timed(raw.request()))
-                        continue
-                    started = time.perf_counter()
-                    outcome = await client.invoke(function, {})
-                    warm_timings.append((time.perf_counter() - started) * 1000)
-                    starts.append(outcome.report["start"])
+                        results["raw"].append(await timed(raw.request()))
+                    elif kind == "raw_qos0":
+                        results["raw_qos0"].append(await timed(raw_qos0.request()))
+                    else:
+                        started = time.perf_counter()
+                        outcome = await client.invoke(function, {})
+                        results["warm"].append((time.perf_counter() - started) * 1000)
+                        results["starts"].append(outcome.report["start"])
         finally:
             raw.close()
-    return raw_timings, warm_timings, starts
+            raw_qos0.close()
+    return results
 
 
 async def worker_pids(client: AsyncClient, function: str, state: str | None = None) -> list[int]:

@@ -1,4 +1,9 @@
-"""Rows of the benchmark table, each figure with its target, printed as Markdown."""
+"""Rows of the benchmark table, each figure with its target, printed as Markdown.
+
+A row may also carry a guard, a limit far looser than its target, which
+`--guard` turns into a failing exit status. Guards are set to catch gross
+regressions on a loaded CI machine, not noise.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class Row:
     figure: str
     target: Target | None = None
     value: float | None = None
+    guard: Target | None = None
 
     @property
     def status(self) -> str:
@@ -50,3 +56,13 @@ def markdown_table(rows: list[Row]) -> str:
         target = row.target.text if row.target else ""
         lines.append(f"| {row.broker} | {row.measurement} | {row.figure} | {target} | {row.status} |")
     return "\n".join(lines)
+
+
+def guard_failures(rows: list[Row]) -> list[str]:
+    """Return one line for each row whose value is past its guard, naming the figure, its value and the limit."""
+    failures = []
+    for row in rows:
+        if row.guard is None or row.value is None or row.guard.check(row.value):
+            continue
+        failures.append(f"{row.broker}: {row.measurement} is {row.value:.2f}, past the guard limit {row.guard.text}")
+    return failures

@@ -30,7 +30,6 @@ from minicloud.errors import BusError
 from minicloud.gateway import Gateway
 from minicloud.manifest import load_functions_dir
 from minicloud.meter import EnergyMeter
-from minicloud.workers import start_fork_server
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +100,14 @@ class Cloud:
             )
             await self.broker.start()
 
-        await asyncio.to_thread(start_fork_server)
-
         self.controller = Controller(
             on_complete=self._complete,
             on_pools_changed=self._pools_changed,
             on_logs=self._publish_logs,
             energy_model=options.energy_model,
         )
+        # Started now, so that the first cold start does not pay for it.
+        await self.controller.fork_server.start()
         self.meter = EnergyMeter(options.energy_model, live_workers=self.controller.live_workers)
         self.controller.measured_cpu_ms = self.meter.process_cpu_ms
         gateway_options: dict[str, Any] = {}

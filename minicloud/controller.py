@@ -2,13 +2,13 @@
 
     gateway.submit() -> Pool.submit() -> Plan -> _carry_out(): spawn / send / reject / retire
     worker pipe: ready | init_error | done  -> Pool.worker_*() -> Plan -> _carry_out()
-    worker exit (sentinel)                  -> Pool.worker_exited() -> reply to its request, heal
+    worker exit (from the fork server)      -> Pool.worker_exited() -> reply to its request, heal
     timers: invocation timeout, init timeout (10 s), keep-warm expiry, SIGKILL after drain
 
-Everything runs on one event loop, so the pools need no locks. Only
-forking a worker runs in a thread, because it blocks for a few
-milliseconds. The controller completes each invocation once, through the
-`on_complete` callback that the gateway gives it.
+Everything runs on one event loop, so the pools need no locks. Forking
+happens in the fork server process, and the loop awaits its reply. The
+controller completes each invocation once, through the `on_complete`
+callback that the gateway gives it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import psutil
 
 from minicloud import errors
 from minicloud.energy import EnergyModel
+from minicloud.forkserver import ForkServer
 from minicloud.manifest import MAX_CONCURRENCY, FunctionConfig
 from minicloud.memory_watch import MemoryWatch
 from minicloud.pool import Invocation, Plan, Pool, Rejection, WorkerRecord
@@ -81,6 +82,7 @@ class Controller:
         self._stopping = False
         self._loop = asyncio.get_running_loop()
         self._memory = MemoryWatch(self._loop, self._memory_exceeded)
+        self.fork_server = ForkServer()
         self.totals: dict[str, dict[str, float]] = {}
 
     def __repr__(self) -> str:
@@ -218,7 +220,7 @@ class Controller:
         self._complete(invocation, Outcome(ok=False, error=error))
 
     def _spawn(self, pool: Pool, worker: WorkerRecord) -> None:
-        process = WorkerProcess(worker.id, pool.config)
+        process = WorkerProcess(worker.id, pool.config, self.fork_server)
         self._processes[worker.id] = process
         self._records[worker.id] = (pool, worker)
         log.info("worker %s of %s starting (cold start)", worker.id, pool.config.name)
@@ -227,7 +229,7 @@ class Controller:
 
     async def _start_process(self, pool: Pool, worker: WorkerRecord, process: WorkerProcess) -> None:
         try:
-            await asyncio.to_thread(process.spawn)
+            await process.spawn()
         except Exception as exc:
             log.error("worker %s of %s could not be started: %s", worker.id, pool.config.name, exc)
             self._processes.pop(worker.id, None)
@@ -549,6 +551,8 @@ class Controller:
             log.error("controller stopped; %d workers did not report their exit", len(self._processes))
         else:
             log.info("controller stopped; no workers left")
+        # The fork server kills any worker still alive when its socket closes.
+        await self.fork_server.stop()
 
 
 def _process_cpu_ms(pid: int | None) -> float:

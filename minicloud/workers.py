@@ -1,10 +1,10 @@
-"""Worker processes on the controller's side: spawn, send, kill, reap.
+"""Worker processes on the controller's side: spawn, send, kill, exit.
 
-Workers are forked by a multiprocess fork server (a zygote) that has
-imported the worker runtime once, so a cold start pays for a fork, not for
-starting Python. Each worker gets one end of a pipe. The controller's
-event loop watches the pipe for messages and the process sentinel for the
-exit, so nothing polls.
+Workers are forked by the fork server (`minicloud.forkserver`), a zygote
+that has imported the worker runtime once, so a cold start pays for a
+fork, not for starting Python. Each worker gets one end of a pipe. The
+controller's event loop watches the pipe for messages, and the fork
+server reports the exit, so nothing polls.
 """
 
 from __future__ import annotations
@@ -16,49 +16,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
-import multiprocess
-import multiprocess.spawn
-
+from minicloud.forkserver import ForkServer
 from minicloud.manifest import FunctionConfig
 from minicloud.worker import wire
 
 log = logging.getLogger(__name__)
 
-_context = multiprocess.get_context("forkserver")
-_context.set_forkserver_preload(["minicloud.worker.runtime"])
-
-WORKER_PROCESS_PREFIX = "minicloud-worker-"
-
-
-def _preparation_without_main(name: str) -> dict[str, Any]:
-    """Leave the parent's main module out of a worker's preparation data.
-
-    multiprocess re-runs the parent's main module in every child (about
-    20 ms under the console script), and a script without an
-    `if __name__ == "__main__"` guard would run again. A worker needs only
-    its target, which lives in an importable module.
-    """
-    data = _original_preparation_data(name)
-    if name.startswith(WORKER_PROCESS_PREFIX):
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-    return data
-
-
-_original_preparation_data = multiprocess.spawn.get_preparation_data
-multiprocess.spawn.get_preparation_data = _preparation_without_main
-
 MessageCallback = Callable[["WorkerProcess", dict[str, Any], bytes], None]
 ExitCallback = Callable[["WorkerProcess", int], None]
-
-
-def start_fork_server() -> None:
-    """Start the fork server now, so that the first cold start does not pay for it."""
-    from multiprocess import forkserver
-
-    forkserver.ensure_running()
 
 
 def worker_environment(config: FunctionConfig, worker_id: str) -> dict[str, str]:
@@ -91,21 +59,25 @@ def log_stream_name(worker_id: str) -> str:
 class WorkerProcess:
     """One live worker process and the pipe to it."""
 
-    def __init__(self, worker_id: str, config: FunctionConfig) -> None:
+    def __init__(self, worker_id: str, config: FunctionConfig, fork_server: ForkServer) -> None:
         self.id = worker_id
         self.function = config.name
         self._config = config
-        self._process: Any = None
-        self._connection: Any = None
+        self._fork_server = fork_server
+        self._connection: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_message: MessageCallback | None = None
+        self._on_exit: ExitCallback | None = None
+        # The exit code, when the worker exited before watch() was called.
+        self._early_exit_code: int | None = None
         self.pid: int | None = None
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.function} {self.id} pid={self.pid}>"
 
-    def spawn(self) -> None:
-        """Fork the process; blocking, so the controller runs it in a thread."""
-        parent_end, child_end = _context.Pipe(duplex=True)
+    async def spawn(self) -> None:
+        """Have the fork server fork the worker; raise ForkServerError or OSError on failure."""
+        parent_end, child_end = Pipe(duplex=True)
         spec = {
             "worker_id": self.id,
             "function": self._config.name,
@@ -114,20 +86,24 @@ class WorkerProcess:
             "memory_mb": self._config.memory_mb,
             "environment": worker_environment(self._config, self.id),
         }
-        from minicloud.worker.runtime import main
-
-        process = _context.Process(target=main, args=(child_end, spec), name=f"{WORKER_PROCESS_PREFIX}{self.id}", daemon=True)
-        process.start()
-        child_end.close()
-        self._process = process
+        try:
+            self.pid = await self._fork_server.spawn(spec, child_end.fileno(), self._exited)
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            # The fork server has its own copy of this end from the moment it was sent.
+            child_end.close()
         self._connection = parent_end
-        self.pid = process.pid
 
     def watch(self, loop: asyncio.AbstractEventLoop, on_message: MessageCallback, on_exit: ExitCallback) -> None:
         """Call `on_message` for each message and `on_exit` once, when the process has exited."""
         self._loop = loop
-        loop.add_reader(self._connection.fileno(), self._read_message, on_message)
-        loop.add_reader(self._process.sentinel, self._read_exit, on_exit)
+        self._on_message = on_message
+        self._on_exit = on_exit
+        loop.add_reader(self._connection.fileno(), self._read_message)
+        if self._early_exit_code is not None:
+            loop.call_soon(self._finish_exit, self._early_exit_code)
 
     def send_invoke(self, request_id: str, timeout_ms: int, event_json: bytes) -> None:
         self._connection.send_bytes(wire.encode({"t": "invoke", "id": request_id, "timeout_ms": timeout_ms}, event_json))
@@ -158,35 +134,45 @@ class WorkerProcess:
         except PermissionError as exc:
             log.error("signal %d to worker %s pid %s failed: %s", signum, self.id, self.pid, exc)
 
-    def _read_message(self, on_message: MessageCallback) -> None:
+    def _read_message(self) -> bool:
+        """Read and handle one message; return False once the pipe is closed."""
         try:
             data = self._connection.recv_bytes()
         except (EOFError, OSError):
-            # The worker closed its end: its exit is reported by the sentinel.
+            # The worker closed its end: the fork server reports its exit.
             self._loop.remove_reader(self._connection.fileno())
-            return
+            return False
         header, body = wire.decode(data)
-        on_message(self, header, body)
+        self._on_message(self, header, body)
+        return True
 
-    def _read_exit(self, on_exit: ExitCallback) -> None:
-        loop = self._loop
-        loop.remove_reader(self._process.sentinel)
-        self._process.join(0)
-        exit_code = self._process.exitcode
-        if exit_code is None:
-            exit_code = 255
+    def _exited(self, exit_code: int) -> None:
+        """Receive the exit code from the fork server."""
+        if self._on_exit is None:
+            self._early_exit_code = exit_code
+            return
+        self._finish_exit(exit_code)
+
+    def _finish_exit(self, exit_code: int) -> None:
+        # The fork server's report can overtake the worker's last messages,
+        # such as the result sent just before sys.exit(), so read those first.
+        try:
+            while not self._connection.closed and self._connection.poll(0):
+                if not self._read_message():
+                    break
+        except OSError:
+            pass
         # Children a handler left behind die with the worker's group.
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         try:
-            loop.remove_reader(self._connection.fileno())
+            self._loop.remove_reader(self._connection.fileno())
         except (OSError, ValueError):
             pass
         self._connection.close()
-        self._process.close()
-        on_exit(self, exit_code)
+        self._on_exit(self, exit_code)
 
 
 def describe_exit(exit_code: int) -> str:

@@ -95,20 +95,42 @@ class CloudProcess:
     def client(self) -> Client:
         return Client(self.url)
 
-    def worker_pids(self) -> set[int]:
-        """Pids of the worker processes: the children of the cloud's fork server."""
-        pids: set[int] = set()
+    def fork_server_pid(self) -> int | None:
+        """Return the pid of the cloud's fork server (a child running minicloud.worker.zygote), or None."""
         try:
             children = psutil.Process(self.pid).children()
         except psutil.NoSuchProcess:
-            return pids
+            return None
         for child in children:
             try:
-                if "forkserver" in " ".join(child.cmdline()):
-                    pids.update(worker.pid for worker in child.children() if alive(worker))
+                if "minicloud.worker.zygote" in child.cmdline() and alive(child):
+                    return child.pid
             except psutil.Error:
                 continue
-        return pids
+        return None
+
+    def worker_pids(self) -> set[int]:
+        """Pids of the worker processes: the children of the cloud's fork server, its spare worker left out."""
+        pid = self.fork_server_pid()
+        if pid is None:
+            return set()
+        try:
+            children = psutil.Process(pid).children()
+        except psutil.NoSuchProcess:
+            return set()
+        return {child.pid for child in children if alive(child) and not is_spare(child)}
+
+    def spare_pid(self) -> int | None:
+        """Return the pid of the fork server's spare worker, or None."""
+        pid = self.fork_server_pid()
+        if pid is None:
+            return None
+        try:
+            children = psutil.Process(pid).children()
+        except psutil.NoSuchProcess:
+            return None
+        spares = [child.pid for child in children if alive(child) and is_spare(child)]
+        return spares[0] if spares else None
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
         if self.process.poll() is None:
@@ -118,6 +140,14 @@ class CloudProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(5)
+
+
+def is_spare(process: psutil.Process) -> bool:
+    """Return whether the process is a fork server's spare worker, which names itself minicloud-spare."""
+    try:
+        return process.name() == "minicloud-spare"
+    except psutil.Error:
+        return False
 
 
 def alive(process: psutil.Process) -> bool:

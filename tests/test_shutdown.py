@@ -1,4 +1,4 @@
-"""No worker outlives the cloud: SIGTERM drains, SIGKILL still takes every worker down."""
+"""No worker outlives the cloud: SIGTERM drains, SIGKILL still takes every worker and the fork server down."""
 
 from __future__ import annotations
 
@@ -34,17 +34,21 @@ def test_sigkill_of_cloud_kills_workers_and_children(start_cloud, tmp_path):
     assert pid_alive(child_pid)
     workers = cloud.worker_pids()
     assert worker_pid in workers
+    fork_server = cloud.fork_server_pid()
+    assert fork_server is not None
+    spare = wait_until(cloud.spare_pid, timeout=5, message="the spare worker")
 
     cloud.process.kill()
     cloud.process.wait(5)
     started = time.monotonic()
-    wait_until(lambda: not any(pid_alive(pid) for pid in workers | {child_pid}), timeout=5, message="workers to exit")
+    every_pid = workers | {child_pid, fork_server, spare}
+    wait_until(lambda: not any(pid_alive(pid) for pid in every_pid), timeout=5, message="the fork server and workers to exit")
     assert time.monotonic() - started < 5
-    # No zombie stays either: once the fork server is gone, init reaps the workers.
+    # No zombie stays either: the fork server reaps its workers, and init reaps the fork server.
     wait_until(
-        lambda: not any(psutil.pid_exists(pid) for pid in workers | {child_pid}),
+        lambda: not any(psutil.pid_exists(pid) for pid in every_pid),
         timeout=10,
-        message="the workers to be reaped",
+        message="the fork server and workers to be reaped",
     )
 
 
@@ -100,3 +104,61 @@ def test_worker_killed_from_outside_is_replaced(start_cloud, tmp_path):
 
         again = client.invoke("spawner", {})
         assert again.result["pid"] != first.result["pid"]
+
+
+@pytest.mark.timeout(60)
+def test_fork_server_killed_cloud_serves_next_invoke(start_cloud, tmp_path):
+    write_function(tmp_path, "spawner", SPAWNER, "timeout_s = 10\n")
+    cloud = start_cloud(tmp_path)
+    from minicloud.client import InvocationError
+
+    with cloud.client() as client:
+        first = client.invoke("spawner", {})
+        old_fork_server = cloud.fork_server_pid()
+        assert old_fork_server is not None
+        outcome: dict = {}
+
+        def invoke() -> None:
+            try:
+                client.invoke("spawner", {"seconds": 5})
+            except InvocationError as exc:
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=invoke)
+        caller.start()
+        time.sleep(0.5)  # the invocation is running now
+        psutil.Process(old_fork_server).send_signal(signal.SIGKILL)
+        caller.join(5)
+
+        # Its workers die with it, and so do the children of their handlers.
+        assert outcome["error"].error_type == "WorkerCrashed"
+        assert "SIGKILL" in outcome["error"].error["message"]
+        wait_until(lambda: not pid_alive(first.result["pid"]), timeout=5, message="the old worker to exit")
+        wait_until(lambda: not pid_alive(first.result["child"]), timeout=5, message="the handler's child to exit")
+        wait_until(lambda: not psutil.pid_exists(old_fork_server), timeout=5, message="the old fork server to be reaped")
+
+        again = client.invoke("spawner", {})
+    assert again.result["pid"] != first.result["pid"]
+    new_fork_server = cloud.fork_server_pid()
+    assert new_fork_server not in (None, old_fork_server)
+    assert again.result["pid"] in cloud.worker_pids()
+    assert f"fork server pid {old_fork_server} exited" in cloud.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_spare_killed_next_cold_start_works(start_cloud, tmp_path):
+    write_function(tmp_path, "spawner", SPAWNER, "keep_warm_s = 0\n")
+    cloud = start_cloud(tmp_path)
+    spare = wait_until(cloud.spare_pid, timeout=5, message="the spare worker")
+    psutil.Process(spare).send_signal(signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(spare), timeout=5, message="the spare worker to be reaped")
+
+    with cloud.client() as client:
+        outcome = client.invoke("spawner", {})
+    assert outcome.report["start"] == "cold"
+    assert outcome.result["pid"] != spare
+    # The fork server forks a new spare after each spawn.
+    new_spare = wait_until(cloud.spare_pid, timeout=5, message="a new spare worker")
+    assert new_spare != spare
+    # The spare was no worker yet, so its death is no crash.
+    assert f"pid {spare}" not in cloud.log_text()

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from minicloud.worker import wire
@@ -36,40 +37,70 @@ from minicloud.worker.context import LambdaContext
 MAX_RESULT_BYTES = 6 * 1024 * 1024
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+# Resolved once in the fork server, so a forked worker need not load it again.
+try:
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None  # Not Linux.
 
 
-def main(connection: Any, spec: dict[str, Any]) -> None:
-    """Entry point of a worker process, called by multiprocess after the fork.
+@dataclass
+class Preparation:
+    """The part of a worker's setup that needs no spec: output capture and CPU meter."""
+
+    output: OutputBuffer
+    pump: DescriptorPump
+    cpu: CpuMeter
+
+
+def prepare(parent_pid: int) -> Preparation:
+    """Do the part of a worker's start that needs no spec, in the forked child.
+
+    `parent_pid` is the pid of the fork server, taken before the fork. A
+    spare worker runs this before any spawn request arrives.
+    """
+    _detach_from_controller(parent_pid)
+    output = OutputBuffer()
+    pump = DescriptorPump(output)
+    pump.start()
+    return Preparation(output, pump, CpuMeter())
+
+
+def main(connection: Any, spec: dict[str, Any], preparation: Preparation) -> None:
+    """Run one worker until it exits, in the forked child after `prepare()`.
 
     `spec` contains "worker_id", "function", "directory", "handler",
     "memory_mb" and "environment" (the complete environment of the worker).
     """
-    _detach_from_controller()
     _isolate_environment(spec)
-
-    output = OutputBuffer()
-    pump = DescriptorPump(output)
-    pump.start()
 
     requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     reader = threading.Thread(target=_read_requests, args=(connection, requests), name="pipe-reader", daemon=True)
     reader.start()
 
-    runtime = Runtime(connection, spec, output, pump)
+    runtime = Runtime(connection, spec, preparation)
     if not runtime.initialize():
         os._exit(0)
     while True:
         runtime.invoke(requests.get())
 
 
-def _detach_from_controller() -> None:
-    """Become a process group leader and die with the parent process."""
+def set_process_name(name: bytes) -> None:
+    """Set the name that ps and /proc/PID/comm show for this process (at most 15 bytes, Linux only)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+
+
+def _detach_from_controller(parent_pid: int) -> None:
+    """Become a process group leader and die with the parent process (the fork server)."""
     os.setpgid(0, 0)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # Not Linux: the pipe reader below still ends the worker.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Without prctl (not Linux), the pipe reader thread still ends the worker.
+    if os.getppid() != parent_pid:
+        os._exit(1)  # The parent died before the signal was armed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -99,14 +130,14 @@ def _read_requests(connection: Any, requests: queue.SimpleQueue[bytes]) -> None:
 class Runtime:
     """The handler of one function and the invocations it runs."""
 
-    def __init__(self, connection: Any, spec: dict[str, Any], output: OutputBuffer, pump: DescriptorPump) -> None:
+    def __init__(self, connection: Any, spec: dict[str, Any], preparation: Preparation) -> None:
         self._connection = connection
         self._spec = spec
-        self._output = output
-        self._pump = pump
+        self._output = preparation.output
+        self._pump = preparation.pump
         self._handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._cpu = CpuMeter()
+        self._cpu = preparation.cpu
         self._log_stream = spec["environment"].get("AWS_LAMBDA_LOG_STREAM_NAME", spec["worker_id"])
 
     def initialize(self) -> bool:
