@@ -252,7 +252,7 @@ class Controller:
         process = self._processes[worker.id]
         timeout_s = pool.config.timeout_s
         try:
-            process.send_invoke(invocation.request_id, int(timeout_s * 1000), invocation.event_json)
+            process.send_invoke(invocation.request_id, int(timeout_s * 1000), invocation.request_json)
         except (OSError, ValueError) as exc:
             # The worker is dying, and its exit handler replies to the invocation as a crash.
             log.warning("sending request %s to worker %s failed: %s", invocation.request_id, worker.id, exc)
@@ -271,9 +271,14 @@ class Controller:
 
     def _schedule_retirement(self, pool: Pool) -> None:
         name = pool.config.name
-        handle = self._retire_timers.pop(name, None)
+        handle = self._retire_timers.get(name)
         if handle is not None:
+            if handle.when() <= self._loop.time() + pool.config.keep_warm_s:
+                # It fires no later than any worker idle from now could expire,
+                # and checks again then: cheaper than a new timer per invocation.
+                return
             handle.cancel()
+            del self._retire_timers[name]
         if self._stopping or name not in self.pools:
             return
         plan, next_check = pool.retire_idle(time.monotonic())
@@ -283,7 +288,14 @@ class Controller:
             self._changed()
         if next_check is not None:
             delay = max(0.0, next_check - time.monotonic()) + 0.001
-            self._retire_timers[name] = self._loop.call_later(delay, self._schedule_retirement, pool)
+            self._retire_timers[name] = self._loop.call_later(delay, self._retirement_due, name)
+
+    def _retirement_due(self, name: str) -> None:
+        # Looked up by name: the function may have been removed or deployed anew since.
+        self._retire_timers.pop(name, None)
+        pool = self.pools.get(name)
+        if pool is not None:
+            self._schedule_retirement(pool)
 
     # -- events from workers -------------------------------------------------
 

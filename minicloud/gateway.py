@@ -115,18 +115,15 @@ class Gateway:
             )
             return
 
-        try:
-            event_json = protocol.dumps(request.event)
-        except (TypeError, ValueError) as exc:
-            self._answer_now(request.id, function, target, errors.INVALID_REQUEST, f'"event" cannot be encoded: {exc}')
-            return
         config = self._controller.pools[function].config
         now = time.monotonic()
         wait_s = request.timeout_ms / 1000 if request.timeout_ms else config.timeout_s + INIT_TIMEOUT_S
         invocation = Invocation(
             request_id=request.id,
             function=function,
-            event_json=event_json,
+            # The request as it came: the worker decodes it and takes "event",
+            # so the event is never encoded again on its way.
+            request_json=message.payload,
             received=now,
             queue_deadline=now + wait_s,
             context=target,

@@ -30,7 +30,7 @@ class Invocation:
 
     request_id: str
     function: str
-    event_json: bytes
+    request_json: bytes  # the invoke request's JSON object, with the event under "event"
     received: float  # time.monotonic() at arrival
     queue_deadline: float  # monotonic time after which a queued request gets Timeout
     context: Any = None  # what the gateway needs to reply

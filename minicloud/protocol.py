@@ -119,18 +119,27 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def dumps(value: Any) -> bytes:
-    """Encode a value as compact JSON; NaN and infinities are rejected."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Made once: json.dumps and json.loads build a new encoder or decoder on
+# every call that passes options, which shows on the warm path.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def dumps(value: Any) -> bytes:
+    """Encode a value as compact JSON; NaN and infinities are rejected."""
+    return _ENCODER.encode(value).encode()
+
+
 def loads(payload: bytes | str) -> Any:
     """Decode JSON text; NaN and Infinity, which JSON does not allow, are rejected."""
-    return json.loads(payload, parse_constant=_reject_constant)
+    if isinstance(payload, (bytes, bytearray)):
+        # As json.loads does: UTF-8, or UTF-16 or UTF-32 when the bytes say so.
+        payload = payload.decode(json.detect_encoding(payload), "surrogatepass")
+    return _DECODER.decode(payload)
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,8 @@ class WorkerProcess:
         if self._early_exit_code is not None:
             loop.call_soon(self._finish_exit, self._early_exit_code)
 
-    def send_invoke(self, request_id: str, timeout_ms: int, event_json: bytes) -> None:
-        self._connection.send_bytes(wire.encode({"t": "invoke", "id": request_id, "timeout_ms": timeout_ms}, event_json))
+    def send_invoke(self, request_id: str, timeout_ms: int, request_json: bytes) -> None:
+        self._connection.send_bytes(wire.encode({"t": "invoke", "id": request_id, "timeout_ms": timeout_ms}, request_json))
 
     def terminate(self) -> None:
         """Send SIGTERM to the worker, so it can exit on its own."""

@@ -204,7 +204,7 @@ class Runtime:
     def _call(self, body: bytes, context: LambdaContext) -> tuple[tuple[dict[str, Any], bytes], int | None]:
         """Run the handler; return ((header, result JSON), exit code if the handler asked to exit)."""
         try:
-            event = json.loads(body) if body else {}
+            event = json.loads(body).get("event", {}) if body else {}
             result = self._handler(event, context)
             if inspect.isawaitable(result):
                 result = self._event_loop().run_until_complete(result)

@@ -1,10 +1,11 @@
 """Framing of the messages between the controller and a worker, over a pipe.
 
 A message is a 4-byte big-endian length, a JSON header of that length, and
-an optional body of raw bytes. The body carries an event or a result that
-is already JSON text, so it is encoded once and never decoded on the way.
+an optional body of raw bytes. The body carries a request or a result that
+is already JSON text, so the controller passes it on without decoding or
+encoding it again.
 
-controller -> worker: {"t": "invoke", "id", "timeout_ms"} + event JSON
+controller -> worker: {"t": "invoke", "id", "timeout_ms"} + the invoke request's JSON, with "event" in it
 worker -> controller: {"t": "ready", "init_ms", "logs"}
                       {"t": "init_error", "error", "logs"}
                       {"t": "done", "ok", "error"?, "duration_ms", "cpu_ms",
@@ -17,10 +18,12 @@ import json
 from typing import Any
 
 _HEADER_SIZE = 4
+# Made once, because json.dumps with options builds a new encoder per call.
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode(header: dict[str, Any], body: bytes = b"") -> bytes:
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = _HEADER_ENCODER.encode(header).encode()
     return len(head).to_bytes(_HEADER_SIZE, "big") + head + body
 
 
