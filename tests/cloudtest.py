@@ -186,9 +186,9 @@ def require_mosquitto() -> None:
 
 
 @contextlib.contextmanager
-def running_mosquitto(config: Path, settings: str) -> Iterator[int]:
-    """Run mosquitto on a free port with `settings` added to its config; yield the port."""
-    port = free_port()
+def running_mosquitto(config: Path, settings: str, port: int | None = None) -> Iterator[int]:
+    """Run mosquitto on `port` (default: a free one) with `settings` added to its config; yield the port."""
+    port = port or free_port()
     config.write_text(f"listener {port} 127.0.0.1\npersistence false\nset_tcp_nodelay true\n{settings}")
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloudtest import require_mosquitto, running_mosquitto, secured_mosquitto_settings
+from cloudtest import require_mosquitto, running_mosquitto, secured_mosquitto_settings, wait_until
 from minicloud import protocol
 
 TOPICS = protocol.Topics()
@@ -209,3 +209,38 @@ def test_tls_with_a_ca_file(start_cloud, tmp_path):
         assert untrusted.returncode == 2
         assert "certificate verify failed" in untrusted.stderr
         assert "--ca-file" in untrusted.stderr
+
+
+@pytest.mark.timeout(120)
+def test_mosquitto_restart_is_survived(start_cloud, tmp_path):
+    """Mosquitto stops for two seconds and comes back empty: the cloud reconnects and republishes its state."""
+    from minicloud.client import Client
+
+    require_mosquitto()
+    config = tmp_path / "mosquitto.conf"
+    with running_mosquitto(config, "allow_anonymous true\n") as port:
+        url = f"mqtt://127.0.0.1:{port}"
+        cloud = start_cloud(broker_url=url)
+        with Client(url) as client:
+            assert client.invoke("hello", {}).report["start"] == "cold"
+    time.sleep(2.0)
+
+    # The same port, and no persistence: the retained pools state is gone with the old broker.
+    with running_mosquitto(config, "allow_anonymous true\n", port=port):
+        wait_until(lambda: cloud.log_text().count(f"connected to {url}") >= 2, timeout=20, message="the cloud to reconnect")
+        with Client(url) as client:
+            after = client.invoke("hello", {})
+            assert after.report["start"] == "warm"  # the worker outlived the outage
+        state = asyncio.run(asyncio.wait_for(_retained_pools_state(port), 10))
+        assert "hello" in state["functions"]
+    assert "lost the broker" in cloud.log_text()
+
+
+async def _retained_pools_state(port: int) -> dict:
+    client = await _v5_client(port)
+    try:
+        await client.subscribe(TOPICS.pools_state, qos=1)
+        async for message in client.messages:
+            return json.loads(message.payload)
+    finally:
+        await client.__aexit__(None, None, None)
