@@ -2,8 +2,8 @@
 
 It speaks MQTT 3.1.1 only. It binds 127.0.0.1 by default, so nothing off
 this host can reach a cloud that was started without a production broker.
-With a password file it accepts only the users in it, and with an ACL file
-it checks every topic against it; both files are in Mosquitto's formats.
+With a password file it accepts only the users in it. With an ACL file it
+checks every topic against it. Both files are in Mosquitto's formats.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ async def _open_client(
 async def _speaks_mqtt5(url: BrokerUrl, *, timeout: float) -> bool:
     """Send an MQTT 5 CONNECT with no user name and no will, and tell from the CONNACK whether the broker speaks 5.
 
-    Any answer but "unsupported protocol version" means it does, "not
+    Any reason code but "unsupported protocol version" means it does, "not
     authorised" included. The probe costs one more connection, and a
     broker that refuses anonymous clients logs it as a refused client.
     """

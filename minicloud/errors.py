@@ -67,7 +67,7 @@ class BusError(MinicloudError):
 
 
 class BrokerRefusedError(BusError):
-    """The broker answered and refused the user name or password."""
+    """The broker rejected the user name or password in its CONNACK."""
 
 
 class ManifestError(MinicloudError):

@@ -94,7 +94,7 @@ class Gateway:
             return
         target.reply_to = request.reply_to
         if request.reply_to is not None and self._topics.is_forbidden_reply_topic(request.reply_to):
-            # Nothing can be sent back, so only the event tells of it.
+            # No reply can be sent, so only the invocation event reports it.
             log.warning(
                 "rejected request %s for %s: reply_to %s is one of the cloud's own topics; use a topic under %s",
                 request.id, function, request.reply_to, self._topics.replies_prefix,

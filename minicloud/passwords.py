@@ -22,7 +22,7 @@ HASH_BYTES = 64
 
 
 class PasswordFileError(ValueError):
-    """A password file that cannot be read or holds a line in an unknown form."""
+    """A password file that cannot be read or contains a line in an unknown form."""
 
 
 def hash_password(password: str, *, iterations: int = PBKDF2_ITERATIONS) -> str:

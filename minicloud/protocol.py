@@ -137,7 +137,7 @@ def dumps(value: Any) -> bytes:
 def loads(payload: bytes | str) -> Any:
     """Decode JSON text; NaN and Infinity, which JSON does not allow, are rejected."""
     if isinstance(payload, (bytes, bytearray)):
-        # As json.loads does: UTF-8, or UTF-16 or UTF-32 when the bytes say so.
+        # As json.loads does: UTF-8, or UTF-16 or UTF-32 when a BOM or the zero bytes show it.
         payload = payload.decode(json.detect_encoding(payload), "surrogatepass")
     return _DECODER.decode(payload)
 

@@ -39,11 +39,11 @@ ROLES = parse_acl(render_acl(admins=["alice"]))
         ("bob", "other/topic", "read", False),
     ],
 )
-def test_the_generated_roles(user, topic, access, allowed):
+def test_generated_roles_allow(user, topic, access, allowed):
     assert ROLES.allows(user, "client-1", topic, access) is allowed
 
 
-def test_a_user_name_with_wildcards_gets_no_pattern_rule():
+def test_wildcard_user_name_gets_no_pattern():
     # "+" as a user name would otherwise read every user's replies.
     assert not ROLES.allows("+", "client-1", "minicloud/replies/alice/abc", "read")
     assert not ROLES.allows("a/b", "client-1", "minicloud/replies/a/b/abc", "read")
@@ -91,7 +91,7 @@ def test_passwords_round_trip_and_reject_wrong_ones(tmp_path):
     assert not verify_password("anything", "$7$101$not base64!$xx")
 
 
-def test_the_older_sha512_form_is_read():
+def test_sha512_password_form_read():
     salt = b"0123456789ab"
     stored = f"$6${base64.b64encode(salt).decode()}${base64.b64encode(hashlib.sha512(b'pw' + salt).digest()).decode()}"
     assert verify_password("pw", stored)
@@ -99,7 +99,7 @@ def test_the_older_sha512_form_is_read():
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
-def test_a_file_from_mosquitto_passwd_is_read(tmp_path):
+def test_mosquitto_passwd_file_read(tmp_path):
     path = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), "dave", "s3cret"], check=True, capture_output=True, timeout=30)
     assert verify_password("s3cret", load_password_file(path)["dave"])

@@ -197,14 +197,16 @@ def test_up_checks_its_security_files_before_starting(tmp_path):
 
 
 @pytest.mark.timeout(30)
-def test_passwd_writes_a_private_file_and_acl_prints_the_roles(tmp_path):
+def test_passwd_and_acl_commands(tmp_path):
     passwords = tmp_path / "passwords"
     assert run_cli("passwd", str(passwords), "alice", "--password-stdin", stdin="first\n").returncode == 0
     assert run_cli("passwd", str(passwords), "alice", "--password-stdin", stdin="second\n").returncode == 0
     assert passwords.stat().st_mode & 0o777 == 0o600
     lines = passwords.read_text().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("alice:$7$101$")
-    assert "first" not in passwords.read_text() and "second" not in passwords.read_text()
+    assert len(lines) == 1
+    assert lines[0].startswith("alice:$7$101$")
+    assert "first" not in passwords.read_text()
+    assert "second" not in passwords.read_text()
 
     done = run_cli("acl", "--namespace", "lab", "--admin", "alice")
     assert done.returncode == 0

@@ -46,6 +46,16 @@ def test_cloud_runs_on_mosquitto(start_cloud, mosquitto):
     assert second.report["start"] == "warm"
 
 
+async def _retained_pools_state(port: int) -> dict:
+    client = await _v5_client(port)
+    try:
+        await client.subscribe(TOPICS.pools_state, qos=1)
+        async for message in client.messages:
+            return json.loads(message.payload)
+    finally:
+        await client.__aexit__(None, None, None)
+
+
 async def _v5_client(port: int) -> aiomqtt.Client:
     client = aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5)
     await client.__aenter__()
@@ -106,21 +116,12 @@ def test_restarted_controller_finds_no_stale_state(start_cloud, mosquitto):
         client.invoke("hello", {})
     first.stop(signals.SIGKILL)
 
-    async def read_state() -> dict:
-        client = await _v5_client(port)
-        try:
-            await client.subscribe(TOPICS.pools_state, qos=1)
-            async for message in client.messages:
-                return json.loads(message.payload)
-        finally:
-            await client.__aexit__(None, None, None)
-
     # The broker publishes the cloud's last will once it notices the dead connection.
     deadline = time.monotonic() + 60
-    state = asyncio.run(asyncio.wait_for(read_state(), 10))
+    state = asyncio.run(asyncio.wait_for(_retained_pools_state(port), 10))
     while state.get("status") != "offline" and time.monotonic() < deadline:
         time.sleep(0.5)
-        state = asyncio.run(asyncio.wait_for(read_state(), 10))
+        state = asyncio.run(asyncio.wait_for(_retained_pools_state(port), 10))
     assert state == {"ts": 0, "functions": {}, "status": "offline"}
 
     second = start_cloud(broker_url=url)
@@ -234,13 +235,3 @@ def test_mosquitto_restart_is_survived(start_cloud, tmp_path):
         state = asyncio.run(asyncio.wait_for(_retained_pools_state(port), 10))
         assert "hello" in state["functions"]
     assert "lost the broker" in cloud.log_text()
-
-
-async def _retained_pools_state(port: int) -> dict:
-    client = await _v5_client(port)
-    try:
-        await client.subscribe(TOPICS.pools_state, qos=1)
-        async for message in client.messages:
-            return json.loads(message.payload)
-    finally:
-        await client.__aexit__(None, None, None)

@@ -231,7 +231,7 @@ def test_handler_cannot_use_the_bus(secured):
 
 
 @pytest.mark.timeout(60)
-def test_wrong_password_and_anonymous_are_refused_with_the_next_step(secured):
+def test_bad_login_names_next_step(secured):
     for url in (f"mqtt://bob:wrong@127.0.0.1:{secured.port}", f"mqtt://127.0.0.1:{secured.port}"):
         done = subprocess.run(
             [sys.executable, "-m", "minicloud", "invoke", "echo", "--broker", url],
@@ -285,7 +285,7 @@ def test_deploy_root_limits_deploy_folders(start_cloud, tmp_path):
 
 @pytest.mark.timeout(60)
 async def test_oversized_request_loses_nothing(secured):
-    """Over 6 MiB: the gateway answers PayloadTooLarge, or Mosquitto's max_packet_size drops the packet."""
+    """Over 6 MiB: the gateway replies PayloadTooLarge, or Mosquitto's max_packet_size drops the packet."""
     reply_topic = TOPICS.new_reply_topic("bob")
     body = {"id": "too-big-1", "reply_to": reply_topic, "event": {"blob": "x" * (7 * 1024 * 1024)}}
     replies: list[dict] = []

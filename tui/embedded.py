@@ -113,7 +113,7 @@ class EmbeddedCloud:
             # A broker accepts connections there, so no embedded cloud could listen on it either.
             raise EmbeddedCloudError(str(failure))
         if not can_start_embedded(self.broker_url):
-            log.info("no cloud answers at %s, and an embedded cloud serves only plain mqtt:// on this host: waiting", parse_broker_url(self.broker_url))
+            log.info("no cloud accepts connections at %s, and an embedded cloud serves only plain mqtt:// on this host: waiting", parse_broker_url(self.broker_url))
             self.waiting_note = (
                 f"no cloud answers at {parse_broker_url(self.broker_url)} yet; waiting for it "
                 "(an embedded cloud starts only for a mqtt:// URL on this host with no user name)"

@@ -10,10 +10,11 @@ the import of the function's own module, not a Python start-up.
 The zygote keeps one spare worker: a child forked ahead of time that has
 already done the part of a worker's start that needs no function (process
 group, parent-death signal, output capture) and waits on a socket of its
-own. A spawn request is answered with the spare's pid, then handed to the
-spare, which loads the function. A new spare is forked 20 ms later, so
-that the fork does not slow the worker's start. Without a spare, as in a
-burst of spawns, the zygote forks a worker directly.
+own. The reply to a spawn request carries the spare's pid, and then the
+request goes to the spare, which loads the function. A new spare is
+forked 20 ms later, so that the fork does not slow the worker's start.
+Without a spare, as in a burst of spawns, the zygote forks a worker
+directly.
 
 The control channel is a SOCK_SEQPACKET socket pair, so every message
 is one JSON object with no framing. The zygote ends with the controller:
@@ -151,7 +152,7 @@ class Zygote:
         except ChildProcessError:
             exited_pid = pid
         if exited_pid == pid:
-            # Killed from outside and not reaped yet: nobody else knows this pid.
+            # Killed from outside and not reaped yet. The controller never saw this pid.
             self._children.discard(pid)
             spare_socket.close()
             return None
